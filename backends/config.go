@@ -1,0 +1,128 @@
+package backends
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/config"
+)
+
+// DefaultTimeout bounds dialing and logging in to a backend when Config.Timeout is zero.
+const DefaultTimeout = 15 * time.Second
+
+// Config describes one backend server.
+type Config struct {
+	// Address is the backend's host:port.
+	Address string `yaml:"address"`
+	// TLS is "none" (plain TCP, for a backend on loopback or a trusted network), "starttls" or
+	// "implicit". Required: there is no default, so plain text is always a written choice.
+	TLS string `yaml:"tls"`
+	// ServerName is the name the backend's certificate must carry; default the host of Address.
+	ServerName string `yaml:"server_name"`
+	// CAFile is a PEM file of CA certificates trusted for the backend in addition to the
+	// system roots.
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify accepts any certificate from the backend. The connection is still
+	// encrypted, but the backend is no longer authenticated: anyone able to intercept the
+	// connection can pose as the backend and collect every user's secret. Test setups only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// Login is "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command).
+	Login string `yaml:"login"`
+	// Timeout bounds the dial, TLS handshake and login together; default DefaultTimeout.
+	Timeout config.Duration `yaml:"timeout"`
+}
+
+// Validate reports every problem in the configuration, naming the field.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("backends: "+format, args...))
+	}
+	if c.Address == "" {
+		add("address: required (host:port)")
+	} else if host, port, err := net.SplitHostPort(c.Address); err != nil {
+		add("address: %q is not host:port", c.Address)
+	} else {
+		if host == "" {
+			add("address: %q has no host", c.Address)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			add("address: %q: port must be a number from 1 to 65535", c.Address)
+		}
+	}
+	switch c.TLS {
+	case "none", "starttls", "implicit":
+	case "":
+		add(`tls: required: "none", "starttls" or "implicit"`)
+	default:
+		add(`tls: %q is not "none", "starttls" or "implicit"`, c.TLS)
+	}
+	if c.TLS == "none" {
+		if c.ServerName != "" {
+			add(`server_name: only used with tls "starttls" or "implicit"`)
+		}
+		if c.CAFile != "" {
+			add(`ca_file: only used with tls "starttls" or "implicit"`)
+		}
+		if c.InsecureSkipVerify {
+			add(`insecure_skip_verify: only used with tls "starttls" or "implicit"`)
+		}
+	}
+	if c.InsecureSkipVerify && c.CAFile != "" {
+		add("insecure_skip_verify: set together with ca_file, which it would ignore")
+	}
+	switch c.Login {
+	case "", "plain", "login":
+	default:
+		add(`login: %q is not "plain" or "login"`, c.Login)
+	}
+	if c.Timeout < 0 {
+		add("timeout: %v is negative", c.Timeout.D())
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills in the defaulted fields of a valid configuration.
+func (c Config) withDefaults() Config {
+	if c.Login == "" {
+		c.Login = "plain"
+	}
+	if c.Timeout == 0 {
+		c.Timeout = config.Duration(DefaultTimeout)
+	}
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(c.Address)
+	}
+	return c
+}
+
+// tlsConfig builds the client TLS configuration; the CA file is read on every call so a
+// rotated CA is picked up without a restart.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{
+		ServerName:         c.ServerName,
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: c.InsecureSkipVerify,
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}

@@ -1,0 +1,439 @@
+package backends
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrUnavailable is wrapped by errors that leave the backend unusable for now: dial, TLS,
+	// timeout, BYE, protocol violations, a NO [UNAVAILABLE] to the login, bad configuration.
+	ErrUnavailable = errors.New("backends: backend unavailable")
+	// ErrRejected is wrapped by errors that reject this user's login: a tagged NO or BAD to the
+	// login command, or a username or secret that cannot be sent at all.
+	ErrRejected = errors.New("backends: backend rejected login")
+)
+
+// maxUsernameLen is the longest username sent to a backend, in bytes.
+const maxUsernameLen = 255
+
+// IMAPSession is a logged-in backend IMAP connection ready to splice. Its deadlines are
+// cleared; the caller owns Conn and must close it.
+type IMAPSession struct {
+	// Conn is the raw or TLS connection.
+	Conn net.Conn
+	// Reader reads Conn and may already hold bytes the backend sent after the tagged OK of the
+	// login; the splice must copy Reader's buffered bytes before reading Conn.
+	Reader *bufio.Reader
+	// Capabilities are the backend's post-auth capabilities, from the [CAPABILITY] code of
+	// the login's tagged OK or a CAPABILITY command, without AUTH=*, LOGINDISABLED, STARTTLS
+	// and SASL-IR.
+	Capabilities []string
+}
+
+// Close closes the backend connection.
+func (s *IMAPSession) Close() error { return s.Conn.Close() }
+
+// loginError is the error DialIMAP returns: kind is ErrUnavailable or ErrRejected.
+type loginError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *loginError) Error() string {
+	if e.cause == nil {
+		return e.msg
+	}
+	return e.msg + ": " + e.cause.Error()
+}
+
+func (e *loginError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
+
+// DialIMAP connects to the backend, secures the connection as configured and logs in as user
+// with secret, all within cfg.Timeout and ctx. The username and secret are checked before
+// anything is sent. Errors wrap ErrRejected (the backend, or this package, refused this login)
+// or ErrUnavailable (anything else); neither ever contains the secret.
+func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret) (*IMAPSession, error) {
+	if err := checkCredentials(user, secret); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, &loginError{kind: ErrUnavailable, msg: "backends: imap backend misconfigured", cause: err}
+	}
+	cfg = cfg.withDefaults()
+	c := &imapClient{cfg: cfg, user: user, secret: secret.Reveal()}
+	var tlsCfg *tls.Config
+	if cfg.TLS != "none" {
+		var err error
+		if tlsCfg, err = cfg.tlsConfig(); err != nil {
+			return nil, c.unavailable("tls config", err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.D())
+	defer cancel()
+	c.ctx = ctx
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", cfg.Address)
+	if err != nil {
+		return nil, c.unavailable("dial", err)
+	}
+	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+	sess, err := c.run(raw, tlsCfg)
+	if stopped := stop(); err == nil && !stopped {
+		err = c.unavailable("login", nil) // ctx ended as the login completed
+	}
+	if err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	if err := sess.Conn.SetDeadline(time.Time{}); err != nil {
+		_ = raw.Close()
+		return nil, c.unavailable("clear deadline", err)
+	}
+	return sess, nil
+}
+
+// checkCredentials refuses what must never reach the wire: a username with CR, LF or NUL
+// (command injection) or over maxUsernameLen bytes, a secret that is empty or has NUL (it would
+// split the PLAIN message, RFC 4616 §2, and IMAP literals cannot carry NUL, RFC 9051 §4.3).
+func checkCredentials(user string, secret Secret) error {
+	var reason string
+	switch {
+	case user == "":
+		reason = "username is empty"
+	case len(user) > maxUsernameLen:
+		reason = fmt.Sprintf("username is longer than %d bytes", maxUsernameLen)
+	case strings.ContainsAny(user, "\r\n\x00"):
+		reason = fmt.Sprintf("username %q contains CR, LF or NUL", user)
+	case secret == "":
+		reason = fmt.Sprintf("secret for %q is empty", user)
+	case strings.IndexByte(secret.Reveal(), 0) >= 0:
+		reason = fmt.Sprintf("secret for %q contains NUL", user)
+	default:
+		return nil
+	}
+	return &loginError{kind: ErrRejected, msg: "backends: not sent to the imap backend: " + reason}
+}
+
+// imapClient is the state of one DialIMAP call.
+type imapClient struct {
+	cfg    Config
+	user   string
+	secret string
+	ctx    context.Context
+
+	conn net.Conn
+	br   *bufio.Reader
+	tags int
+	// caps is the current capability list, nil when unknown (before the first one, and after
+	// STARTTLS, RFC 9051 §6.2.1: the client must discard cached capabilities).
+	caps []string
+	// seenCaps is the last untagged CAPABILITY data seen by await.
+	seenCaps []string
+	// extra holds strings to redact from backend text besides the secret (the PLAIN message).
+	extra []string
+}
+
+func (c *imapClient) unavailable(stage string, err error) error {
+	if c.ctx != nil {
+		ctxErr := c.ctx.Err()
+		// The conn deadline equals the ctx deadline and may fire before the ctx's own timer.
+		var ne net.Error
+		if dl, ok := c.ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(dl) && errors.As(err, &ne) && ne.Timeout() {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil {
+			err = fmt.Errorf("%w (timeout %v)", ctxErr, c.cfg.Timeout.D())
+		}
+	}
+	return &loginError{
+		kind:  ErrUnavailable,
+		msg:   fmt.Sprintf("backends: imap backend %s unavailable: %s", c.cfg.Address, stage),
+		cause: err,
+	}
+}
+
+func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error) {
+	c.conn = raw
+	if c.cfg.TLS == "implicit" {
+		if err := c.handshake(tlsCfg); err != nil {
+			return nil, err
+		}
+	}
+	c.br = bufio.NewReader(c.conn)
+
+	greeting, err := readResponse(c.br)
+	if err != nil {
+		return nil, c.unavailable("greeting", err)
+	}
+	switch {
+	case greeting.tag == "*" && greeting.kind == "OK":
+		if greeting.code == "CAPABILITY" {
+			c.caps = capabilityFields(greeting.codeArg)
+		}
+	case greeting.tag == "*" && greeting.kind == "BYE":
+		return nil, c.unavailable("greeting", fmt.Errorf("BYE %s", c.sanitize(greeting.text)))
+	case greeting.tag == "*" && greeting.kind == "PREAUTH":
+		return nil, c.unavailable("greeting", errors.New("PREAUTH: the backend logged in on its own, not as the user"))
+	default:
+		return nil, c.unavailable("greeting", errors.New("not an IMAP greeting"))
+	}
+
+	if c.cfg.TLS == "starttls" {
+		if err := c.startTLS(tlsCfg); err != nil {
+			return nil, err
+		}
+	}
+	if c.caps == nil {
+		if err := c.capability(); err != nil {
+			return nil, err
+		}
+	}
+
+	var done *response
+	c.seenCaps = nil
+	if c.cfg.Login == "login" {
+		done, err = c.login()
+	} else {
+		done, err = c.authenticatePlain()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if done.kind != "OK" {
+		text := done.kind
+		if done.code != "" {
+			text += " [" + strings.TrimSpace(done.code+" "+done.codeArg) + "]"
+		}
+		if done.text != "" {
+			text += " " + done.text
+		}
+		text = c.sanitize(text)
+		if done.kind == "NO" && done.code == "UNAVAILABLE" {
+			return nil, c.unavailable("login", errors.New(text))
+		}
+		return nil, &loginError{
+			kind: ErrRejected,
+			msg:  fmt.Sprintf("backends: imap backend %s rejected login for %q: %s", c.cfg.Address, c.user, text),
+		}
+	}
+
+	// RFC 9051 §6.2.2/§6.2.3: the tagged OK may carry the new capabilities; an untagged
+	// CAPABILITY during the login counts too; otherwise ask.
+	if done.code == "CAPABILITY" {
+		c.caps = capabilityFields(done.codeArg)
+	} else if c.seenCaps != nil {
+		c.caps = c.seenCaps
+	} else if err := c.capability(); err != nil {
+		return nil, err
+	}
+	return &IMAPSession{Conn: c.conn, Reader: c.br, Capabilities: postAuthCapabilities(c.caps)}, nil
+}
+
+func (c *imapClient) handshake(tlsCfg *tls.Config) error {
+	tc := tls.Client(c.conn, tlsCfg)
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		return c.unavailable("tls handshake", err)
+	}
+	c.conn = tc
+	return nil
+}
+
+func (c *imapClient) startTLS(tlsCfg *tls.Config) error {
+	tag := c.nextTag()
+	if err := c.write(tag + " STARTTLS\r\n"); err != nil {
+		return c.unavailable("starttls", err)
+	}
+	resp, err := c.await(tag, false)
+	if err != nil {
+		return c.unavailable("starttls", err)
+	}
+	if resp.kind != "OK" {
+		return c.unavailable("starttls", fmt.Errorf("backend answered %s %s", resp.kind, c.sanitize(resp.text)))
+	}
+	// Anything buffered now was sent in clear text before the handshake and could have been
+	// injected (CVE-2011-0411 class): drop it with the old reader.
+	c.caps = nil
+	if err := c.handshake(tlsCfg); err != nil {
+		return err
+	}
+	c.br = bufio.NewReader(c.conn)
+	return nil
+}
+
+func (c *imapClient) capability() error {
+	tag := c.nextTag()
+	if err := c.write(tag + " CAPABILITY\r\n"); err != nil {
+		return c.unavailable("capability", err)
+	}
+	c.seenCaps = nil
+	resp, err := c.await(tag, false)
+	if err != nil {
+		return c.unavailable("capability", err)
+	}
+	if resp.kind != "OK" || c.seenCaps == nil {
+		return c.unavailable("capability", fmt.Errorf("no capability list: %s %s", resp.kind, c.sanitize(resp.text)))
+	}
+	c.caps = c.seenCaps
+	return nil
+}
+
+// authenticatePlain runs AUTHENTICATE PLAIN (RFC 4616 message with an empty authzid) with the
+// message as an initial response when the backend offers SASL-IR (RFC 4959), else after its
+// empty "+" challenge. It returns the tagged completion.
+func (c *imapClient) authenticatePlain() (*response, error) {
+	if !hasCapability(c.caps, "AUTH=PLAIN") {
+		return nil, c.unavailable("login", errors.New(`backend does not offer AUTH=PLAIN (set login: "login"?)`))
+	}
+	msg := base64.StdEncoding.EncodeToString([]byte("\x00" + c.user + "\x00" + c.secret))
+	c.extra = append(c.extra, msg)
+	tag := c.nextTag()
+	if hasCapability(c.caps, "SASL-IR") {
+		if err := c.write(tag + " AUTHENTICATE PLAIN " + msg + "\r\n"); err != nil {
+			return nil, c.unavailable("login", err)
+		}
+		return c.awaitLogin(tag, false)
+	}
+	if err := c.write(tag + " AUTHENTICATE PLAIN\r\n"); err != nil {
+		return nil, c.unavailable("login", err)
+	}
+	resp, err := c.awaitLogin(tag, true)
+	if err != nil || resp.tag != "+" {
+		return resp, err
+	}
+	if err := c.write(msg + "\r\n"); err != nil {
+		return nil, c.unavailable("login", err)
+	}
+	return c.awaitLogin(tag, false)
+}
+
+// login runs LOGIN with each argument a quoted string or, when it holds bytes a quoted string
+// cannot carry, a synchronising literal (RFC 9051 §4.3, §6.2.3).
+func (c *imapClient) login() (*response, error) {
+	if hasCapability(c.caps, "LOGINDISABLED") {
+		return nil, c.unavailable("login", errors.New("backend advertises LOGINDISABLED (use tls, or login: \"plain\")"))
+	}
+	tag := c.nextTag()
+	// Each segment but the last ends with a literal announcement "{n}\r\n" and waits for "+".
+	var segments []string
+	cur := tag + " LOGIN"
+	for _, arg := range []string{c.user, c.secret} {
+		cur += " "
+		if needsLiteral(arg) {
+			segments = append(segments, cur+"{"+strconv.Itoa(len(arg))+"}\r\n")
+			cur = arg
+		} else {
+			cur += `"` + arg + `"`
+		}
+	}
+	segments = append(segments, cur+"\r\n")
+	for i, seg := range segments {
+		if err := c.write(seg); err != nil {
+			return nil, c.unavailable("login", err)
+		}
+		last := i == len(segments)-1
+		resp, err := c.awaitLogin(tag, !last)
+		if err != nil || last || resp.tag != "+" {
+			return resp, err
+		}
+	}
+	panic("unreachable")
+}
+
+// needsLiteral reports whether s cannot be sent as a quoted string: CR, LF or other controls,
+// quoted-specials, or 8-bit bytes (not allowed in IMAP4rev1 quoted strings).
+func needsLiteral(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < 0x20 || b >= 0x7f || b == '"' || b == '\\' {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitLogin is await for the login command, noting an untagged CAPABILITY on the way.
+func (c *imapClient) awaitLogin(tag string, allowCont bool) (*response, error) {
+	resp, err := c.await(tag, allowCont)
+	if err != nil {
+		return nil, c.unavailable("login", err)
+	}
+	return resp, nil
+}
+
+// await reads responses until the tagged completion of tag, or a continuation request when
+// allowCont. Untagged CAPABILITY data is kept in seenCaps; an untagged BYE ends the session;
+// other untagged data is skipped.
+func (c *imapClient) await(tag string, allowCont bool) (*response, error) {
+	for {
+		resp, err := readResponse(c.br)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case resp.tag == tag:
+			return resp, nil
+		case resp.tag == "+":
+			if !allowCont {
+				return nil, errors.New("unexpected continuation request")
+			}
+			return resp, nil
+		case resp.tag != "*":
+			return nil, fmt.Errorf("response for unknown tag %.20q", resp.tag)
+		case resp.kind == "BYE":
+			return nil, fmt.Errorf("BYE %s", c.sanitize(resp.text))
+		case resp.kind == "CAPABILITY":
+			c.seenCaps = capabilityFields(resp.text)
+		}
+	}
+}
+
+func (c *imapClient) nextTag() string {
+	c.tags++
+	return "A" + strconv.Itoa(c.tags)
+}
+
+func (c *imapClient) write(s string) error {
+	_, err := c.conn.Write([]byte(s))
+	return err
+}
+
+// maxTextLen bounds backend text copied into errors.
+const maxTextLen = 200
+
+// sanitize makes backend text safe to log: the secret and PLAIN message redacted (a backend
+// echoing input must not leak it), control bytes replaced, length bounded.
+func (c *imapClient) sanitize(s string) string {
+	for _, x := range append([]string{c.secret}, c.extra...) {
+		if x != "" {
+			s = strings.ReplaceAll(s, x, redacted)
+		}
+	}
+	if len(s) > maxTextLen {
+		s = s[:maxTextLen] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/tls/certs"
+)
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/saslgate/saslgate.yaml", "configuration `file`")
+	drain := fs.Duration("shutdown-timeout", 30*time.Second, "how long open sessions may go on after SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	logger := cfg.Log.logger(stderr)
+	store, err := certs.Load(cfg.TLS, logger)
+	if err != nil {
+		return err
+	}
+	g, err := startGateway(ctx, cfg, store, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("saslgate started", "version", versionString())
+	select {
+	case <-ctx.Done():
+	case err = <-g.errc:
+	}
+	logger.Info("shutting down", "timeout", *drain)
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	return errors.Join(err, g.shutdown(sctx))
+}
+
+// gateway is a running set of listeners.
+type gateway struct {
+	servers []*imap.Server
+	addrs   map[string]net.Addr // listener name → bound address
+	errc    chan error
+}
+
+// startGateway wires the packages together and starts every listener. All
+// sockets are bound before any is served, so a bad address fails the start.
+func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logger *slog.Logger) (*gateway, error) {
+	validator, err := introspect.New(ctx, cfg.Tokens, introspect.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := backends.NewSecretSource(cfg.Secrets, logger)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners))}
+	var lns []net.Listener
+	for _, l := range cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		lns = append(lns, ln)
+		g.addrs[l.Name] = ln.Addr()
+		g.servers = append(g.servers, &imap.Server{
+			Listener:  l,
+			Config:    cfg.IMAP,
+			TLSConfig: store.TLSConfig(),
+			Validator: validator,
+			Secrets:   secrets,
+			Logger:    logger,
+		})
+	}
+	for i, srv := range g.servers {
+		logger.Info("listening", "listener", srv.Listener.Name, "protocol", srv.Listener.Protocol, "tls", srv.Listener.TLS, "address", lns[i].Addr().String())
+		go func() {
+			if err := srv.Serve(lns[i]); !errors.Is(err, imap.ErrServerClosed) {
+				logger.Error("listener failed", "listener", srv.Listener.Name, "reason", err)
+				g.errc <- err
+			}
+		}()
+	}
+	return g, nil
+}
+
+// shutdown stops every listener and waits for sessions until ctx is done.
+func (g *gateway) shutdown(ctx context.Context) error {
+	errs := make(chan error, len(g.servers))
+	for _, srv := range g.servers {
+		go func() { errs <- srv.Shutdown(ctx) }()
+	}
+	var all []error
+	for range g.servers {
+		if err := <-errs; err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}

@@ -1,0 +1,95 @@
+package introspect
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/config"
+)
+
+func TestConfigValidate(t *testing.T) {
+	good := func() IssuerConfig {
+		return IssuerConfig{Issuer: "https://idp.example.com", Audience: []string{"saslgate"}}
+	}
+	tests := []struct {
+		name string
+		cfg  func(c *Config)
+		want []string // substrings, all present; none: valid
+	}{
+		{name: "minimal"},
+		{name: "loopback http", cfg: func(c *Config) { c.Issuers[0].Issuer = "http://127.0.0.1:9980" }},
+		{name: "no issuers", cfg: func(c *Config) { c.Issuers = nil }, want: []string{"tokens.issuers: at least one"}},
+		{name: "issuer missing", cfg: func(c *Config) { c.Issuers[0].Issuer = "" }, want: []string{"tokens.issuers[0].issuer: required"}},
+		{name: "remote http", cfg: func(c *Config) { c.Issuers[0].Issuer = "http://idp.example.com" },
+			want: []string{"tokens.issuers[0].issuer", "loopback"}},
+		{name: "relative issuer", cfg: func(c *Config) { c.Issuers[0].Issuer = "idp.example.com" },
+			want: []string{"tokens.issuers[0].issuer", "absolute"}},
+		{name: "issuer with query", cfg: func(c *Config) { c.Issuers[0].Issuer = "https://idp.example.com/?tenant=1" },
+			want: []string{"tokens.issuers[0].issuer: must not have a query"}},
+		{name: "bad discovery url", cfg: func(c *Config) { c.Issuers[0].DiscoveryURL = "ftp://idp.example.com/x" },
+			want: []string{"tokens.issuers[0].discovery_url"}},
+		{name: "duplicate issuer", cfg: func(c *Config) { c.Issuers = append(c.Issuers, c.Issuers[0]) },
+			want: []string{"tokens.issuers[1].issuer: duplicate of issuers[0]"}},
+		{name: "mode introspection", cfg: func(c *Config) { c.Issuers[0].Mode = "introspection" },
+			want: []string{"tokens.issuers[0].mode", "not supported yet"}},
+		{name: "mode unknown", cfg: func(c *Config) { c.Issuers[0].Mode = "saml" }, want: []string{"tokens.issuers[0].mode: unknown"}},
+		{name: "audience missing", cfg: func(c *Config) { c.Issuers[0].Audience = nil },
+			want: []string{"tokens.issuers[0].audience: required"}},
+		{name: "audience skipped", cfg: func(c *Config) { c.Issuers[0].Audience, c.Issuers[0].InsecureSkipAudienceCheck = nil, true }},
+		{name: "audience empty string", cfg: func(c *Config) { c.Issuers[0].Audience = []string{""} },
+			want: []string{"tokens.issuers[0].audience[0]: empty"}},
+		{name: "algorithms", cfg: func(c *Config) { c.Issuers[0].Algorithms = []string{"RS256", "none", "HS256", "hs512", "RS1"} },
+			want: []string{"algorithms[1]: \"none\"", "algorithms[2]: \"HS256\": HMAC", "algorithms[3]: \"hs512\": HMAC", "algorithms[4]: unsupported"}},
+		{name: "negative leeway", cfg: func(c *Config) { c.Issuers[0].Leeway = config.Duration(-time.Second) },
+			want: []string{"tokens.issuers[0].leeway"}},
+		{name: "huge leeway", cfg: func(c *Config) { c.Issuers[0].Leeway = config.Duration(time.Hour) },
+			want: []string{"tokens.issuers[0].leeway"}},
+		{name: "domains", cfg: func(c *Config) {
+			c.Issuers[0].Username = UsernameConfig{AppendDomain: "@example.com", AllowedDomains: []string{"ok.example", "bad domain", ""}}
+		}, want: []string{"username.append_domain", "username.allowed_domains[1]", "username.allowed_domains[2]: empty"}},
+		{name: "scopes", cfg: func(c *Config) {
+			c.Issuers[0].Scopes = map[string][]string{"imaps": {"email"}, "smtp": {"a b", ""}}
+		}, want: []string{`tokens.issuers[0].scopes: unknown protocol "imaps"`, "scopes.smtp[0]", "scopes.smtp[1]"}},
+		{name: "ca and insecure", cfg: func(c *Config) { c.Issuers[0].CAFile, c.Issuers[0].InsecureSkipVerify = "/ca.pem", true },
+			want: []string{"tokens.issuers[0].ca_file: conflicts"}},
+		{name: "cache", cfg: func(c *Config) {
+			c.Cache = CacheConfig{TTL: config.Duration(-1), NegativeTTL: config.Duration(-1), Size: -1}
+		}, want: []string{"tokens.cache.ttl", "tokens.cache.negative_ttl", "tokens.cache.size"}},
+		{name: "every problem reported", cfg: func(c *Config) {
+			c.Issuers = append(c.Issuers, IssuerConfig{Issuer: "http://idp.example.net"})
+			c.Cache.Size = -1
+		}, want: []string{"tokens.issuers[1].issuer", "tokens.issuers[1].audience", "tokens.cache.size"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Issuers: []IssuerConfig{good()}}
+			if tt.cfg != nil {
+				tt.cfg(&c)
+			}
+			err := c.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate: nil error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestIssuerDefaults(t *testing.T) {
+	ic := IssuerConfig{Issuer: "https://idp.example.com/realms/mail/"}.withDefaults()
+	if ic.DiscoveryURL != "https://idp.example.com/realms/mail/.well-known/openid-configuration" ||
+		ic.Mode != "jwt" || ic.Leeway.D() != DefaultLeeway || ic.UsernameClaim != "email" || len(ic.Algorithms) != len(DefaultAlgorithms) {
+		t.Errorf("defaults: %+v", ic)
+	}
+}

@@ -1,0 +1,7 @@
+// Package proxy holds what saslgate's protocol front ends share: the listener
+// configuration, the interfaces they consume (token validation, per-user
+// backend secrets) and the protocol-independent part of accepting a SASL OAuth
+// login: RFC 7628 §3.2 host/port checks, the GS2 channel-binding flag, token
+// validation and the authorization-identity check. The protocols live in
+// proxy/imap and proxy/smtp, the SASL mechanisms in proxy/sasl.
+package proxy

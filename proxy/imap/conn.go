@@ -1,0 +1,400 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	gosasl "github.com/emersion/go-sasl"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/sasl"
+)
+
+// errLogout ends the session after LOGOUT, errSpliced after a relayed session.
+var (
+	errLogout  = errors.New("imap: logout")
+	errSpliced = errors.New("imap: spliced session ended")
+)
+
+// run drives the not-authenticated state until the client logs out, fails,
+// or authenticates and the spliced session ends.
+func (c *conn) run() error {
+	cfg := c.s.Config
+	deadline := time.Now().Add(cfg.preauthTimeout())
+	c.raw.SetDeadline(deadline)
+	if c.s.Listener.TLS == proxy.TLSImplicit {
+		if err := c.startTLS(); err != nil {
+			return err
+		}
+	} else {
+		c.setStream(c.raw)
+	}
+	c.writef("* OK [CAPABILITY %s] saslgate ready", c.capabilities())
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
+	for {
+		cmd, err := c.reader().read()
+		var bad *badCommand
+		switch {
+		case errors.As(err, &bad):
+			if werr := c.badCommand(bad.tag, bad.text); werr != nil {
+				return werr
+			}
+			if errors.Is(err, errFatal) {
+				return err
+			}
+			continue
+		case err != nil:
+			if isTimeout(err) {
+				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+				c.writef("* BYE Autologout; authentication took too long")
+				c.bw.Flush()
+			}
+			return err
+		}
+		if err := c.handle(cmd, deadline); err != nil {
+			return err
+		}
+		if err := c.bw.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) reader() *commandReader {
+	return &commandReader{
+		br:         c.br,
+		maxLine:    orInt(c.s.Config.MaxLineLength, DefaultMaxLineLength),
+		maxLiteral: orInt(c.s.Config.MaxLiteralSize, DefaultMaxLiteralSize),
+		ready: func() error {
+			c.writef("+ Ready for literal data")
+			return c.bw.Flush()
+		},
+	}
+}
+
+func (c *conn) setStream(nc net.Conn) {
+	c.nc = nc
+	c.br = bufio.NewReaderSize(nc, 4096)
+	c.bw = bufio.NewWriterSize(nc, 4096)
+}
+
+func (c *conn) startTLS() error {
+	tc := tls.Server(c.raw, c.s.TLSConfig)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("imap: TLS handshake: %w", err)
+	}
+	c.tls = true
+	c.setStream(tc)
+	return nil
+}
+
+func (c *conn) writef(format string, args ...any) {
+	fmt.Fprintf(c.bw, format, args...)
+	c.bw.WriteString("\r\n")
+}
+
+// badCommand answers BAD and hangs up once a client has sent too many: before
+// authentication, a stream of junk is more likely another protocol than IMAP.
+func (c *conn) badCommand(tag, text string) error {
+	if tag == "" {
+		tag = "*"
+	}
+	c.writef("%s BAD %s", tag, text)
+	c.bad++
+	if c.bad >= orInt(c.s.Config.MaxBadCommands, DefaultMaxBadCommands) {
+		c.writef("* BYE Too many invalid commands")
+		c.bw.Flush()
+		return errors.New("imap: too many invalid commands")
+	}
+	return c.bw.Flush()
+}
+
+// capabilities is the pre-authentication CAPABILITY list. Before TLS on a
+// STARTTLS listener, no AUTH= and LOGINDISABLED (RFC 9051 §6.2.3).
+func (c *conn) capabilities() string {
+	if !c.tls {
+		return "IMAP4rev1 SASL-IR ID STARTTLS LOGINDISABLED"
+	}
+	caps := "IMAP4rev1 SASL-IR ID AUTH=OAUTHBEARER AUTH=XOAUTH2"
+	if !c.s.Config.AllowTokenAsLoginPassword {
+		caps += " LOGINDISABLED"
+	}
+	return caps
+}
+
+func (c *conn) handle(cmd *command, deadline time.Time) error {
+	switch cmd.name {
+	case "CAPABILITY":
+		if len(cmd.args) != 0 {
+			return c.badCommand(cmd.tag, "CAPABILITY takes no arguments")
+		}
+		c.writef("* CAPABILITY %s", c.capabilities())
+		c.writef("%s OK CAPABILITY completed", cmd.tag)
+	case "NOOP":
+		c.writef("%s OK NOOP completed", cmd.tag)
+	case "LOGOUT":
+		c.writef("* BYE Logging out")
+		c.writef("%s OK LOGOUT completed", cmd.tag)
+		c.bw.Flush()
+		return errLogout
+	case "ID":
+		if err := checkID(cmd.args); err != nil {
+			return c.badCommand(cmd.tag, err.Error())
+		}
+		c.writef(`* ID ("name" "saslgate")`)
+		c.writef("%s OK ID completed", cmd.tag)
+	case "STARTTLS":
+		if c.tls || c.s.Listener.TLS != proxy.TLSStartTLS {
+			return c.badCommand(cmd.tag, "STARTTLS not available")
+		}
+		c.writef("%s OK Begin TLS negotiation now", cmd.tag)
+		if err := c.bw.Flush(); err != nil {
+			return err
+		}
+		// Anything the client sent behind STARTTLS came in the clear and may
+		// be an injection (CVE-2011-0411): drop it.
+		if n := c.br.Buffered(); n > 0 {
+			c.log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
+		}
+		return c.startTLS()
+	case "AUTHENTICATE":
+		return c.authenticate(cmd, deadline)
+	case "LOGIN":
+		return c.login(cmd, deadline)
+	case "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+		"LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE", "ENABLE", "UNSELECT",
+		"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID":
+		return c.badCommand(cmd.tag, "Authenticate first")
+	default:
+		return c.badCommand(cmd.tag, "Unknown command")
+	}
+	return nil
+}
+
+// checkID validates ID arguments: NIL or a list of string pairs, within
+// RFC 2971 §3.3's limits (fields ≤ 30 octets, values ≤ 1024, ≤ 30 pairs).
+func checkID(args []token) error {
+	if len(args) == 1 && args[0].kind == tokAtom && strings.EqualFold(args[0].s, "NIL") {
+		return nil
+	}
+	if len(args) < 2 || args[0].kind != tokLParen || args[len(args)-1].kind != tokRParen {
+		return errors.New("ID takes NIL or a parenthesized list")
+	}
+	fields := args[1 : len(args)-1]
+	if len(fields)%2 != 0 || len(fields) > 60 {
+		return errors.New("ID list must hold at most 30 field/value pairs")
+	}
+	for i, f := range fields {
+		nilValue := f.kind == tokAtom && strings.EqualFold(f.s, "NIL")
+		switch {
+		case i%2 == 0 && (f.kind != tokString || len(f.s) > 30):
+			return errors.New("ID field names are strings of at most 30 octets")
+		case i%2 == 1 && !nilValue && (f.kind != tokString || len(f.s) > 1024):
+			return errors.New("ID values are NIL or strings of at most 1024 octets")
+		}
+	}
+	return nil
+}
+
+// login handles LOGIN: refused unless the access token may be the password.
+func (c *conn) login(cmd *command, deadline time.Time) error {
+	if !c.tls {
+		c.writef("%s NO [PRIVACYREQUIRED] Use STARTTLS first", cmd.tag)
+		return nil
+	}
+	if !c.s.Config.AllowTokenAsLoginPassword {
+		c.writef("%s NO LOGIN is disabled; authenticate with AUTHENTICATE OAUTHBEARER or XOAUTH2", cmd.tag)
+		return nil
+	}
+	if len(cmd.args) != 2 || cmd.args[0].kind > tokString || cmd.args[1].kind > tokString {
+		return c.badCommand(cmd.tag, "LOGIN takes a user name and a password")
+	}
+	creds := sasl.Credentials{Mechanism: "LOGIN", AuthzID: cmd.args[0].s, Token: cmd.args[1].s, CBFlag: 'n'}
+	a := c.authenticator(deadline)
+	defer a.cancel()
+	if err := a.auth(creds); err != nil {
+		return c.authFailed(cmd.tag, "LOGIN", err)
+	}
+	return c.loggedIn(cmd.tag, "LOGIN", a)
+}
+
+// attempt is one authentication attempt and the identity and backend session
+// it produced.
+type attempt struct {
+	c       *conn
+	ctx     context.Context
+	cancel  context.CancelFunc
+	id      introspect.Identity
+	session *backends.IMAPSession
+}
+
+func (c *conn) authenticator(deadline time.Time) *attempt {
+	// The preauth deadline also bounds the IdP and backend work for this login.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	return &attempt{c: c, ctx: ctx, cancel: cancel}
+}
+
+func (a *attempt) auth(creds sasl.Credentials) error {
+	s := a.c.s
+	id, err := proxy.Authorize(a.ctx, s.Validator, s.Listener, "imap", creds)
+	if err != nil {
+		return err
+	}
+	a.id = id
+	secret, err := s.Secrets.Secret(a.ctx, id.User)
+	if err != nil {
+		return fmt.Errorf("imap: no backend secret for user: %w", err)
+	}
+	a.session, err = s.dial(a.ctx, id.User, secret)
+	return err
+}
+
+// authenticate runs AUTHENTICATE (RFC 9051 §6.2.2, SASL-IR RFC 4959).
+func (c *conn) authenticate(cmd *command, deadline time.Time) error {
+	if !c.tls {
+		c.writef("%s NO [PRIVACYREQUIRED] Use STARTTLS first", cmd.tag)
+		return nil
+	}
+	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != tokAtom ||
+		len(cmd.args) == 2 && cmd.args[1].kind != tokAtom {
+		return c.badCommand(cmd.tag, "AUTHENTICATE takes a mechanism and an optional initial response")
+	}
+	mech := strings.ToUpper(cmd.args[0].s)
+	a := c.authenticator(deadline)
+	defer a.cancel()
+	var srv gosasl.Server
+	switch mech {
+	case "OAUTHBEARER":
+		srv = sasl.NewOAuthBearer(a.auth)
+	case "XOAUTH2":
+		srv = sasl.NewXOAuth2(a.auth)
+	default:
+		c.writef("%s NO Unsupported authentication mechanism", cmd.tag)
+		return nil
+	}
+	var resp []byte // nil: no initial response
+	if len(cmd.args) == 2 {
+		var err error
+		if resp, err = decodeResponse(cmd.args[1].s); err != nil {
+			return c.badCommand(cmd.tag, "Invalid base64 in initial response")
+		}
+	}
+	for {
+		chal, done, err := srv.Next(resp)
+		if err != nil {
+			return c.authFailed(cmd.tag, mech, err)
+		}
+		if done {
+			return c.loggedIn(cmd.tag, mech, a)
+		}
+		c.writef("+ %s", base64.StdEncoding.EncodeToString(chal))
+		if err := c.bw.Flush(); err != nil {
+			return err
+		}
+		// Both mechanisms' only non-empty challenge is the error challenge.
+		errorChallenge := len(chal) > 0
+		if errorChallenge {
+			// RFC 7628 §3.2.3: the client replies to the error challenge; some
+			// never do, so wait only briefly.
+			replyBy := time.Now().Add(c.s.Config.errorReplyTimeout())
+			if replyBy.After(deadline) {
+				replyBy = deadline
+			}
+			c.nc.SetReadDeadline(replyBy)
+		}
+		line, err := readLine(c.br, orInt(c.s.Config.MaxLineLength, DefaultMaxLineLength))
+		c.nc.SetReadDeadline(deadline)
+		switch {
+		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || isTimeout(err)):
+			// Any reply, or none, ends a failed exchange: never a new attempt.
+			_, _, err = srv.Next([]byte{})
+			return c.authFailed(cmd.tag, mech, err)
+		case errors.Is(err, errLineTooLong):
+			return c.badCommand(cmd.tag, "Line too long")
+		case err != nil:
+			return err
+		case string(line) == "*":
+			c.writef("%s BAD AUTHENTICATE cancelled", cmd.tag)
+			return nil
+		}
+		if resp, err = decodeResponse(string(line)); err != nil {
+			return c.badCommand(cmd.tag, "Invalid base64 in response")
+		}
+	}
+}
+
+// decodeResponse decodes a base64 client response; "=" is the empty one (RFC 4959).
+func decodeResponse(s string) ([]byte, error) {
+	if s == "=" {
+		return []byte{}, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
+}
+
+// loggedIn answers the successful authentication with the backend's
+// post-authentication capabilities and relays the session.
+func (c *conn) loggedIn(tag, mech string, a *attempt) error {
+	sess := a.session
+	c.log = c.log.With("user", a.id.User)
+	c.log.Info("authentication", "outcome", "success", "mech", mech, "issuer", a.id.Issuer)
+	if len(sess.Capabilities) > 0 {
+		c.writef("%s OK [CAPABILITY %s] Logged in", tag, strings.Join(sess.Capabilities, " "))
+	} else {
+		c.writef("%s OK Logged in", tag)
+	}
+	if err := c.bw.Flush(); err != nil {
+		sess.Close()
+		return err
+	}
+	c.raw.SetDeadline(time.Time{})
+	c.mu.Lock()
+	c.backend = sess.Conn
+	c.mu.Unlock()
+	// Hand the readers to the splice and keep no reference, so their buffers
+	// are freed once drained rather than held for the session's life.
+	cbr, bbr := c.br, sess.Reader
+	c.br, c.bw, sess.Reader = nil, nil, nil
+	up, down := splice(c.nc, cbr, sess.Conn, bbr)
+	c.log.Info("session ended", "bytes_up", up, "bytes_down", down)
+	return errSpliced
+}
+
+// authFailed answers a failed authentication: the one place where the
+// DESIGN.md error table meets IMAP (RFC 5530 response codes).
+func (c *conn) authFailed(tag, mech string, err error) error {
+	var failure *sasl.Failure
+	switch {
+	case errors.As(err, &failure):
+		c.log.Info("authentication", "outcome", "failure", "mech", mech, "status", failure.Status, "reason", err)
+		c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
+	case errors.Is(err, sasl.ErrMalformed):
+		c.log.Info("authentication", "outcome", "malformed", "mech", mech, "reason", err)
+		return c.badCommand(tag, "Malformed "+mech+" message")
+	case errors.Is(err, introspect.ErrTemporary):
+		c.log.Warn("authentication", "outcome", "temporary", "mech", mech, "reason", err)
+		c.writef("%s NO [UNAVAILABLE] Token validation is temporarily unavailable", tag)
+	case errors.Is(err, backends.ErrUnavailable), errors.Is(err, backends.ErrRejected), errors.Is(err, backends.ErrUnknownUser):
+		c.log.Error("backend login failed", "outcome", "backend", "mech", mech, "reason", err)
+		c.writef("%s NO [UNAVAILABLE] Mailbox temporarily unavailable", tag)
+	default:
+		c.log.Error("authentication", "outcome", "error", "mech", mech, "reason", err)
+		c.writef("%s NO [UNAVAILABLE] Temporary failure", tag)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,107 @@
+package certs
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// Config names the PEM files of a certificate chain and its private key.
+type Config struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Validate reports missing fields.
+func (c Config) Validate() error {
+	var errs []error
+	if c.CertFile == "" {
+		errs = append(errs, errors.New("tls.cert_file is required"))
+	}
+	if c.KeyFile == "" {
+		errs = append(errs, errors.New("tls.key_file is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkEvery bounds how often the files are stat'ed on handshakes.
+const checkEvery = time.Second
+
+// Store holds the current certificate and swaps in a new one when the files
+// change. A broken replacement is logged and the previous certificate kept.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	certMod   time.Time
+	keyMod    time.Time
+	lastCheck time.Time
+}
+
+// Load reads the certificate and key once; it fails if they do not load.
+func Load(cfg Config, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, logger: logger}
+	if err := s.reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// FromCertificate returns a Store serving a fixed certificate (demo and tests).
+func FromCertificate(c tls.Certificate) *Store {
+	return &Store{cert: &c, lastCheck: time.Now().Add(1 << 62)}
+}
+
+func (s *Store) reload() error {
+	cst, err := os.Stat(s.cfg.CertFile)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	kst, err := os.Stat(s.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	if s.cert != nil && cst.ModTime().Equal(s.certMod) && kst.ModTime().Equal(s.keyMod) {
+		return nil
+	}
+	c, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	s.cert, s.certMod, s.keyMod = &c, cst.ModTime(), kst.ModTime()
+	return nil
+}
+
+// Certificate returns the current certificate, reloading it first when the
+// files changed since the last check.
+func (s *Store) Certificate() *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := time.Now(); now.Sub(s.lastCheck) >= checkEvery {
+		s.lastCheck = now
+		if err := s.reload(); err != nil {
+			s.logger.Error("certificate reload failed; keeping the current one", "reason", err)
+		}
+	}
+	return s.cert
+}
+
+// TLSConfig returns a server configuration that serves the current certificate.
+// TLS 1.2 is the floor (RFC 8314 §4.1 / RFC 9325).
+func (s *Store) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.Certificate(), nil
+		},
+	}
+}
