@@ -183,14 +183,14 @@ Or get a fresh one from the issuer:
 
 TOKEN=$(curl -s -d grant_type=password -d username=alice -d password=alice {{.Issuer}}/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
-List INBOX and read the first message with curl (OAUTHBEARER):
+List the mailboxes and read the first message with curl (OAUTHBEARER):
 
-curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" imaps://{{.IMAPS}}/INBOX
+curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" imaps://{{.IMAPS}}/
 curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" 'imaps://{{.IMAPS}}/INBOX;UID=1'
 
 The same over STARTTLS:
 
-curl --cacert {{.CA}} --ssl-reqd --user alice: --oauth2-bearer "$TOKEN" imap://{{.IMAP}}/INBOX
+curl --cacert {{.CA}} --ssl-reqd --user alice: --oauth2-bearer "$TOKEN" imap://{{.IMAP}}/
 
 With python imaplib (XOAUTH2):
 
