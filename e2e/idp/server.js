@@ -1,0 +1,176 @@
+// Test-only OpenID provider for saslgate's end-to-end tests. NEVER expose it:
+// it listens on 127.0.0.1 only, uses oidc-provider's development interactions
+// (any password is accepted), and has an unauthenticated POST /test/mint.
+//
+// Usage: node server.js [PORT]   (PORT from argv[2] or $PORT; 0 = pick a free one)
+// Prints exactly one line "READY <issuer>" to stdout once it accepts connections.
+//
+// Tokens:
+//   - Real grant: authorization code + PKCE (S256) for the public client
+//     "saslgate-e2e" (redirect http://127.0.0.1/cb, resource urn:saslgate),
+//     login/consent through devInteractions. Access tokens for resource
+//     urn:saslgate are RS256 JWTs (typ at+jwt) with aud "saslgate" and an
+//     "email" claim added by extraTokenClaims from the account.
+//   - POST /test/mint (JSON): builds a token through the provider's own
+//     AccessToken model and ResourceServer, so it is signed with the provider's
+//     real key exactly like a granted one. Fields (all optional):
+//       sub      account id (default "alice"); claims default to the account's
+//       claims   object of extra claims, replaces the account's {email}
+//       aud      audience (default "saslgate")
+//       scope    default "openid email imap smtp"
+//       ttl      lifetime in seconds (default 3600)
+//       age      seconds to shift iat into the past (expired: age > ttl)
+//     Response: {"access_token": "...", "iat": n, "exp": n}.
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+const RESOURCE = 'urn:saslgate';
+const AUDIENCE = 'saslgate';
+const RS_SCOPE = 'openid email imap smtp';
+const CLIENT_ID = 'saslgate-e2e';
+
+const accounts = {
+  alice: { email: 'alice@example.com' },
+  bob: { email: 'bob@example.com' },
+};
+
+// Claims set by /test/mint for one token, read back by extraTokenClaims.
+const minted = new WeakMap();
+
+function resourceServerInfo(audience) {
+  return {
+    scope: RS_SCOPE,
+    audience,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: 3600,
+    jwt: { sign: { alg: 'RS256' } },
+  };
+}
+
+function signingKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomBytes(8).toString('hex'), use: 'sig', alg: 'RS256' };
+}
+
+function readJSON(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve(text ? JSON.parse(text) : {});
+      } catch (err) {
+        reject(err);
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+async function mint(provider, body) {
+  const sub = body.sub ?? 'alice';
+  const client = await provider.Client.find(CLIENT_ID);
+  const resourceServer = new provider.ResourceServer(
+    RESOURCE,
+    resourceServerInfo(body.aud ?? AUDIENCE),
+  );
+  const now = Math.floor(Date.now() / 1000);
+  const iat = now - (body.age ?? 0);
+  const exp = iat + (body.ttl ?? 3600);
+  const token = new provider.AccessToken({
+    accountId: sub,
+    client,
+    resourceServer,
+    scope: body.scope ?? RS_SCOPE,
+    gty: 'test_mint',
+    iat,
+    exp,
+  });
+  minted.set(token, body.claims ?? { email: accounts[sub]?.email ?? `${sub}@example.com` });
+  const value = await token.save();
+  return { access_token: value, iat, exp };
+}
+
+async function main() {
+  const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
+  const server = http.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+
+  const provider = new Provider(issuer, {
+    jwks: { keys: [signingKey()] },
+    clients: [{
+      client_id: CLIENT_ID,
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/cb'],
+    }],
+    async findAccount(ctx, id) {
+      const account = accounts[id];
+      if (!account) return undefined;
+      return {
+        accountId: id,
+        async claims() {
+          return { sub: id, email: account.email, email_verified: true };
+        },
+      };
+    },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => RESOURCE,
+        useGrantedResource: async () => true,
+        async getResourceServerInfo(ctx, resourceIndicator) {
+          if (resourceIndicator === RESOURCE) return resourceServerInfo(AUDIENCE);
+          throw new errors.InvalidTarget();
+        },
+      },
+    },
+    async extraTokenClaims(ctx, token) {
+      if (minted.has(token)) return minted.get(token);
+      const account = accounts[token.accountId];
+      return account ? { email: account.email } : undefined;
+    },
+  });
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    if (req.method === 'POST' && req.url === '/test/mint') {
+      readJSON(req)
+        .then((body) => mint(provider, body))
+        .then((out) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(out));
+        })
+        .catch((err) => {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: String(err?.message ?? err) }));
+        });
+      return;
+    }
+    callback(req, res);
+  });
+
+  const stop = () => server.close(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  console.log(`READY ${issuer}`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

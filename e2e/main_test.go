@@ -1,0 +1,292 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+)
+
+// SASLGATE_E2E selects what happens when a component is missing:
+//
+//	unset    skip every test, saying which component is missing
+//	require  fail the run (exit 1) — CI sets this, so e2e never passes by skipping
+//	off      skip every test even if everything is installed
+const envGate = "SASLGATE_E2E"
+
+// env is the shared world of one run, built by TestMain.
+type env struct {
+	dir      string
+	idp      *idp // the configured issuer
+	otherIdP *idp // a second oidc-provider the proxy does not trust
+	dovecot  *dovecot
+	gate     *gate // saslgate in front of dovecot
+	deadGate *gate // saslgate whose backend port is closed
+	deadIss  string
+	certPool *x509.CertPool
+	certFile string
+	hmacKey  []byte
+	procs    []*proc
+}
+
+var (
+	world      *env
+	skipReason string
+)
+
+// e2e returns the running world, or skips the test with the reason TestMain found.
+func e2e(t *testing.T) *env {
+	t.Helper()
+	if world == nil {
+		t.Skip(skipReason)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			world.dumpLogs(t)
+		}
+	})
+	return world
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	mode := os.Getenv(envGate)
+	switch mode {
+	case "", "require":
+	case "off":
+		skipReason = envGate + "=off"
+		return m.Run()
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: %s=%q: want unset, \"require\" or \"off\"\n", envGate, mode)
+		return 1
+	}
+	if missing := missingComponents(); len(missing) > 0 {
+		msg := "e2e: missing " + strings.Join(missing, ", ")
+		if mode == "require" {
+			fmt.Fprintf(os.Stderr, "%s (%s=require)\n", msg, envGate)
+			return 1
+		}
+		skipReason = msg + "; install them (see e2e/README.md) or set " + envGate + "=require to make this an error"
+		return m.Run()
+	}
+
+	dir, err := os.MkdirTemp("", "saslgate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	e := &env{dir: dir}
+	err = e.start()
+	defer func() {
+		e.stop()
+		if os.Getenv("SASLGATE_E2E_KEEP") == "" {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintln(os.Stderr, "e2e: kept", dir)
+		}
+	}()
+	if err != nil {
+		// Everything is installed, so a world that does not come up is a failure in
+		// either mode, never a skip.
+		fmt.Fprintln(os.Stderr, "e2e: setup failed:", err)
+		e.dumpLogsTo(os.Stderr)
+		return 1
+	}
+	world = e
+	code := m.Run()
+	gates := []*gate{e.gate, e.deadGate}
+	e.stop() // flush the logs before reading them; the deferred stop is then a no-op
+	for _, g := range gates {
+		// SIGTERM is the documented way to stop saslgate; it should drain and exit 0.
+		if g.proc.err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %s did not exit cleanly on SIGTERM: %v\n", g.proc.name, g.proc.err)
+		}
+	}
+	if e.checkLeaks() && code == 0 {
+		code = 1
+	}
+	if e.checkRaces() && code == 0 {
+		code = 1
+	}
+	return code
+}
+
+// checkLeaks reports tokens, SASL responses or backend secrets in saslgate's logs
+// (DESIGN.md: tokens and secrets never appear in logs). Every JWT the tests sent
+// starts with the base64url of `{"alg":`, every OAUTHBEARER response for alice with
+// the base64 of "n,a=alice".
+func (e *env) checkLeaks() bool {
+	needles := map[string]string{
+		"eyJhbGciOi":   "a JWT",
+		"bixhPWFsaWNl": "a base64 OAUTHBEARER client response",
+		backends.DeriveSecret(e.hmacKey, mailUser).Reveal():  "alice's backend secret",
+		backends.DeriveSecret(e.hmacKey, mailUser2).Reveal(): "bob's backend secret",
+	}
+	found := false
+	for _, g := range []*gate{e.gate, e.deadGate} {
+		b, err := os.ReadFile(g.log)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for needle, what := range needles {
+				if strings.Contains(line, needle) {
+					found = true
+					fmt.Fprintf(os.Stderr, "e2e: %s logs %s: %.300s\n", filepath.Base(g.log), what, line)
+				}
+			}
+		}
+	}
+	return found
+}
+
+// checkRaces reports data races the -race saslgate binaries logged.
+func (e *env) checkRaces() bool {
+	found := false
+	for _, g := range []*gate{e.gate, e.deadGate} {
+		b, err := os.ReadFile(g.log)
+		if err != nil || !strings.Contains(string(b), "WARNING: DATA RACE") {
+			continue
+		}
+		found = true
+		fmt.Fprintf(os.Stderr, "e2e: %s reported a data race:\n%s\n", filepath.Base(g.log), b)
+	}
+	return found
+}
+
+// missingComponents lists what the run needs but cannot find.
+func missingComponents() []string {
+	var missing []string
+	for _, bin := range []string{"dovecot", "node", "curl", "python3", "go"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin+" (not in PATH)")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(idpDir(), "node_modules", "oidc-provider", "package.json")); err != nil {
+		missing = append(missing, "e2e/idp/node_modules (run: npm ci --prefix e2e/idp)")
+	}
+	if _, err := os.Stat(filepath.Join(moduleRoot(), "cmd", "saslgate")); err != nil {
+		missing = append(missing, "cmd/saslgate (the binary's source)")
+	}
+	return missing
+}
+
+func (e *env) start() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	// Build first: it is the slowest step and needs nothing else.
+	bin, err := buildSaslgate(e.dir)
+	if err != nil {
+		return err
+	}
+	certFile, keyFile, pool, err := writeCert(e.dir)
+	if err != nil {
+		return err
+	}
+	e.certPool, e.certFile = pool, certFile
+
+	e.hmacKey = make([]byte, 32)
+	_, _ = rand.Read(e.hmacKey)
+	keyFilePath := filepath.Join(e.dir, "hmac.key")
+	if err := os.WriteFile(keyFilePath, e.hmacKey, 0o600); err != nil {
+		return err
+	}
+
+	if e.idp, err = startIdP(e.dir, "idp"); e.idp != nil {
+		e.procs = append(e.procs, e.idp.proc)
+	}
+	if err != nil {
+		return err
+	}
+	if e.otherIdP, err = startIdP(e.dir, "idp-untrusted"); e.otherIdP != nil {
+		e.procs = append(e.procs, e.otherIdP.proc)
+	}
+	if err != nil {
+		return err
+	}
+	if e.dovecot, err = startDovecot(ctx, e.dir, e.hmacKey); e.dovecot != nil && e.dovecot.proc != nil {
+		e.procs = append(e.procs, e.dovecot.proc)
+	}
+	if err != nil {
+		return err
+	}
+
+	// An issuer that is configured but not running: its tokens must give
+	// NO [UNAVAILABLE], not an authentication failure.
+	dead, err := freePort()
+	if err != nil {
+		return err
+	}
+	e.deadIss = "http://" + dead
+	cfg := gateConfig{
+		name:        "saslgate",
+		backendAddr: e.dovecot.addr,
+		issuers:     []string{e.idp.issuer, e.deadIss},
+		certFile:    certFile,
+		keyFile:     keyFile,
+		hmacKeyFile: keyFilePath,
+	}
+	if e.gate, err = startSaslgate(ctx, e.dir, bin, cfg); e.gate != nil && e.gate.proc != nil {
+		e.procs = append(e.procs, e.gate.proc)
+	}
+	if err != nil {
+		return err
+	}
+	closedBackend, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg.name, cfg.backendAddr = "saslgate-deadbackend", closedBackend
+	if e.deadGate, err = startSaslgate(ctx, e.dir, bin, cfg); e.deadGate != nil && e.deadGate.proc != nil {
+		e.procs = append(e.procs, e.deadGate.proc)
+	}
+	return err
+}
+
+func (e *env) stop() {
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		e.procs[i].stop()
+	}
+	e.procs = nil
+}
+
+// dumpLogs logs the tail of every component's log into the failing test.
+// A failing test gets the proxy's and Dovecot's logs; a failed setup gets all of them.
+func (e *env) dumpLogs(t *testing.T) {
+	var b strings.Builder
+	e.dumpLogsTo(&b, "saslgate.log", "saslgate-deadbackend.log", "dovecot.log")
+	t.Log(b.String())
+}
+
+func (e *env) dumpLogsTo(w io.Writer, logs ...string) {
+	if len(logs) == 0 {
+		logs = []string{"saslgate.log", "saslgate-deadbackend.log", "dovecot.log", "dovecot.out", "idp.log", "idp-untrusted.log"}
+	}
+	for _, name := range logs {
+		p := filepath.Join(e.dir, name)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		fmt.Fprintf(w, "----- %s (tail) -----\n%s\n", name, tail(p, 8<<10))
+	}
+}
+
+func moduleRoot() string {
+	wd, _ := os.Getwd() // go test runs in the package directory, e2e/
+	return filepath.Dir(wd)
+}
+
+func idpDir() string { return filepath.Join(moduleRoot(), "e2e", "idp") }
