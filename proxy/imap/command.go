@@ -50,20 +50,23 @@ type command struct {
 }
 
 // readLine reads one line and strips CRLF (a bare LF is tolerated). A line
-// longer than max is consumed up to its LF and reported as errLineTooLong, so
-// the stream stays in step.
+// longer than max is consumed up to its LF and reported as errLineTooLong
+// with the line's first bytes (for the tag), so the stream stays in step.
 func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
 		frag, err := br.ReadSlice('\n')
 		if len(line)+len(frag) > max+2 {
+			if len(line) == 0 {
+				line = append(line, frag[:min(len(frag), 64)]...)
+			}
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = br.ReadSlice('\n')
 			}
 			if err != nil {
 				return nil, err
 			}
-			return nil, errLineTooLong
+			return line, errLineTooLong
 		}
 		line = append(line, frag...)
 		if err == nil {
@@ -118,7 +121,7 @@ type commandReader struct {
 func (r *commandReader) read() (*command, error) {
 	line, err := readLine(r.br, r.maxLine)
 	if errors.Is(err, errLineTooLong) {
-		return nil, &badCommand{text: "Line too long"}
+		return nil, &badCommand{tag: firstWord(nil, line), text: "Line too long"}
 	}
 	if err != nil {
 		return nil, err
@@ -161,13 +164,14 @@ func (r *commandReader) read() (*command, error) {
 	return parseCommand(segs, lits)
 }
 
-// firstWord is the tag of a command being read, for error replies.
+// firstWord is the tag of a command being read, for error replies; "" when
+// the line does not start with a valid tag and a space.
 func firstWord(segs [][]byte, line []byte) string {
 	if len(segs) > 0 {
 		line = segs[0]
 	}
-	tag, _, _ := bytes.Cut(line, []byte{' '})
-	if !validTag(tag) {
+	tag, _, found := bytes.Cut(line, []byte{' '})
+	if !found || !validTag(tag) {
 		return ""
 	}
 	return string(tag)

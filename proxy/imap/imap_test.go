@@ -365,7 +365,7 @@ func TestProtocolErrors(t *testing.T) {
 	c.send("f LOGIN alice secret")
 	c.expect("f NO ")
 	c.send("g " + strings.Repeat("x", DefaultMaxLineLength+10))
-	c.expect("* BAD Line too long")
+	c.expect("g BAD Line too long")
 	c.send("h LOGIN {100000}")
 	c.expect("h BAD Literal too large")
 	c.send("i NOOP")
