@@ -20,12 +20,25 @@ const (
 	DefaultCacheTTL      = 5 * time.Minute
 	DefaultCacheNegative = 10 * time.Second
 	DefaultCacheSize     = 10000
+	// DefaultTimeout bounds each request to an identity provider, including the wait for one
+	// of its MaxConcurrentRequests slots.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxConcurrentRequests is how many requests saslgate has in flight towards one
+	// identity provider at most.
+	DefaultMaxConcurrentRequests = 16
+
 	defaultDiscoveryPath = "/.well-known/openid-configuration"
 	maxLeeway            = 5 * time.Minute
-	modeJWT              = "jwt"
 	configPrefix         = "tokens" // where cmd/saslgate mounts Config, for field names in errors
 	protocolIMAP         = "imap"
 	protocolSMTP         = "smtp"
+
+	modeJWT           = "jwt"
+	modeIntrospection = "introspection"
+	modeUserinfo      = "userinfo"
+
+	clientSecretBasic = "client_secret_basic"
+	clientSecretPost  = "client_secret_post"
 )
 
 // DefaultAlgorithms are the JWS algorithms accepted when IssuerConfig.Algorithms is empty: every
@@ -44,31 +57,78 @@ type Config struct {
 }
 
 // IssuerConfig describes one trusted token issuer and the policy for its tokens.
+//
+// A token that is a JWS compact serialization (a JWT) goes to the issuer named by its "iss"
+// claim, whatever that issuer's mode, and only to it. Any other (opaque) token is offered to the
+// issuers in mode "introspection" or "userinfo", in config order, until one of them knows it:
+// so each of those issuers is shown the others' opaque tokens, and several should be configured
+// only for providers trusted alike.
 type IssuerConfig struct {
 	// Issuer is the exact "iss" value of its tokens and of its discovery document.
 	Issuer string `yaml:"issuer"`
-	// DiscoveryURL defaults to Issuer + "/.well-known/openid-configuration".
+	// DiscoveryURL is where the issuer's metadata is read: its OpenID Connect discovery
+	// document, or its RFC 8414 authorization server metadata. It defaults to
+	// Issuer + "/.well-known/openid-configuration".
 	DiscoveryURL string `yaml:"discovery_url"`
-	// Mode is "jwt" (the default and, for now, the only mode).
+	// Mode is how tokens are checked. "jwt" (the default) verifies JWT access tokens locally
+	// with the issuer's published signing keys (RFC 9068). "introspection" asks the issuer's
+	// RFC 7662 introspection endpoint about every token, so a revoked token stops working
+	// within cache.ttl. "userinfo" presents every token to the issuer's OpenID Connect
+	// userinfo endpoint (OIDC Core §5.3), for providers whose opaque tokens cannot be checked
+	// any other way; see UserinfoEndpoint for what that mode gives up.
 	Mode string `yaml:"mode"`
+	// IntrospectionEndpoint is the RFC 7662 endpoint for mode "introspection". It defaults to
+	// the "introspection_endpoint" of the discovery document.
+	IntrospectionEndpoint string `yaml:"introspection_endpoint"`
+	// ClientID identifies saslgate to the introspection endpoint (mode "introspection" only,
+	// required there).
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile holds ClientID's secret, surrounding white space ignored. It must not be
+	// accessible by group or others (mode 0600 or 0400), and is read once, at start.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// ClientAuth is how the secret is sent to the introspection endpoint: "client_secret_basic"
+	// (the default: an HTTP Basic Authorization header, RFC 6749 §2.3.1) or
+	// "client_secret_post" (client_id and client_secret form parameters).
+	ClientAuth string `yaml:"client_auth"`
+	// UserinfoEndpoint is the endpoint for mode "userinfo". It defaults to the
+	// "userinfo_endpoint" of the discovery document. A userinfo answer only says that the
+	// provider still accepts the token: it names no audience, so any token of the provider,
+	// issued to any client, is accepted (mode "userinfo" therefore requires
+	// InsecureSkipAudienceCheck); it has no expiry, so a result is reused for cache.ttl even if
+	// the token expires or is revoked sooner; and it has scopes only if the provider adds a
+	// "scope" member, so Scopes fail otherwise.
+	UserinfoEndpoint string `yaml:"userinfo_endpoint"`
 	// Audience lists accepted audiences: a token's "aud" must contain one of them.
 	Audience []string `yaml:"audience"`
 	// InsecureSkipAudienceCheck accepts tokens whatever their "aud". It gives up the guarantee
 	// that a token was minted for saslgate: any token of the issuer for any client or API works.
 	InsecureSkipAudienceCheck bool `yaml:"insecure_skip_audience_check"`
-	// Algorithms lists accepted JWS "alg" values (default DefaultAlgorithms).
+	// AllowedClientIDs, when set, accepts only tokens issued to one of these clients: their
+	// "client_id" (or, without one, "azp") must be listed. It applies to JWTs and to
+	// introspection and userinfo answers alike; a token naming no client is refused.
+	AllowedClientIDs []string `yaml:"allowed_client_ids"`
+	// Algorithms lists accepted JWS "alg" values (default DefaultAlgorithms). Mode "jwt" only.
 	Algorithms []string `yaml:"algorithms"`
 	// RequireATJWT requires the RFC 9068 header typ "at+jwt" (or "application/at+jwt") and the
-	// RFC 9068 §2.2 required claims sub, client_id, iat and jti.
+	// RFC 9068 §2.2 required claims sub, client_id, iat and jti. Mode "jwt" only.
 	RequireATJWT bool `yaml:"require_at_jwt"`
 	// Leeway is the allowed clock skew for "exp" and "nbf" (default 30s, at most 5m).
 	Leeway config.Duration `yaml:"leeway"`
 	// UsernameClaim names the string claim that holds the mailbox username (default "email").
+	// In mode "introspection" it is a member of the introspection response, such as RFC 7662's
+	// "username" or "sub"; in mode "userinfo", a member of the userinfo response.
 	UsernameClaim string `yaml:"username_claim"`
 	// Username normalises the claim value.
 	Username UsernameConfig `yaml:"username"`
 	// Scopes maps a protocol ("imap", "smtp") to the scopes a token must all carry to use it.
+	// They are read from "scope" (and, in JWTs, "scp"); a token without them lacks them.
 	Scopes map[string][]string `yaml:"scopes"`
+	// Timeout bounds each request to the issuer, including the wait for a free request slot
+	// (default 10s). An issuer that does not answer in time is a temporary failure.
+	Timeout config.Duration `yaml:"timeout"`
+	// MaxConcurrentRequests bounds the requests in flight towards the issuer (default 16);
+	// further validations wait for a slot, at most Timeout.
+	MaxConcurrentRequests int `yaml:"max_concurrent_requests"`
 	// CAFile is a PEM bundle of CAs trusted for the issuer's HTTPS endpoints (default: system).
 	CAFile string `yaml:"ca_file"`
 	// InsecureSkipVerify disables TLS certificate checks towards the issuer: whoever can
@@ -93,6 +153,8 @@ type UsernameConfig struct {
 
 // CacheConfig sizes the validation result cache. Valid tokens are cached until the earlier of
 // their expiry and TTL; invalid ones for NegativeTTL; temporary failures are never cached.
+// Results are keyed by a SHA-256 hash of the token, never the token itself. For issuers in mode
+// "introspection" or "userinfo", TTL is also how long a revoked token may keep working.
 type CacheConfig struct {
 	// Disabled turns the cache off: every login is validated afresh.
 	Disabled bool `yaml:"disabled"`
@@ -111,6 +173,15 @@ func (c IssuerConfig) withDefaults() IssuerConfig {
 	}
 	if c.Mode == "" {
 		c.Mode = modeJWT
+	}
+	if c.Mode == modeIntrospection && c.ClientAuth == "" {
+		c.ClientAuth = clientSecretBasic
+	}
+	if c.Timeout == 0 {
+		c.Timeout = config.Duration(DefaultTimeout)
+	}
+	if c.MaxConcurrentRequests == 0 {
+		c.MaxConcurrentRequests = DefaultMaxConcurrentRequests
 	}
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = DefaultAlgorithms
@@ -137,6 +208,7 @@ func (c Config) Validate() error {
 	seen := map[string]int{}
 	for i, ic := range c.Issuers {
 		f := func(name string) string { return fmt.Sprintf("issuers[%d].%s", i, name) }
+		raw := ic
 		ic = ic.withDefaults()
 		if ic.Issuer == "" {
 			bad(f("issuer"), "required")
@@ -156,20 +228,69 @@ func (c Config) Validate() error {
 				bad(f("discovery_url"), "%v", err)
 			}
 		}
+		// Keys of another mode are errors, not ignored: an admin who sets them expects an effect.
+		onlyFor := func(mode, name string, set bool) {
+			if set && ic.Mode != mode {
+				bad(f(name), "only used with mode %q", mode)
+			}
+		}
 		switch ic.Mode {
 		case modeJWT:
-		case "introspection", "userinfo":
-			bad(f("mode"), "%q is not supported yet (only \"jwt\")", ic.Mode)
+		case modeIntrospection:
+			if ic.ClientID == "" {
+				bad(f("client_id"), "required with mode %q", modeIntrospection)
+			}
+			if ic.ClientSecretFile == "" {
+				bad(f("client_secret_file"), "required with mode %q (RFC 7662 §2.1: the endpoint must authenticate its callers)", modeIntrospection)
+			}
+			if ic.ClientAuth != clientSecretBasic && ic.ClientAuth != clientSecretPost {
+				bad(f("client_auth"), "unknown method %q (want %q or %q)", ic.ClientAuth, clientSecretBasic, clientSecretPost)
+			}
+		case modeUserinfo:
+			if !ic.InsecureSkipAudienceCheck {
+				bad(f("insecure_skip_audience_check"), "must be true with mode %q: a userinfo answer names no audience, so tokens issued to any client are accepted", modeUserinfo)
+			}
+			if len(ic.Audience) > 0 {
+				bad(f("audience"), "cannot be checked with mode %q (a userinfo answer names no audience)", modeUserinfo)
+			}
 		default:
-			bad(f("mode"), "unknown mode %q (want \"jwt\")", ic.Mode)
+			bad(f("mode"), "unknown mode %q (want %q, %q or %q)", ic.Mode, modeJWT, modeIntrospection, modeUserinfo)
 		}
-		if len(ic.Audience) == 0 && !ic.InsecureSkipAudienceCheck {
+		onlyFor(modeIntrospection, "introspection_endpoint", ic.IntrospectionEndpoint != "")
+		onlyFor(modeIntrospection, "client_id", ic.ClientID != "")
+		onlyFor(modeIntrospection, "client_secret_file", ic.ClientSecretFile != "")
+		onlyFor(modeIntrospection, "client_auth", raw.ClientAuth != "")
+		onlyFor(modeUserinfo, "userinfo_endpoint", ic.UserinfoEndpoint != "")
+		onlyFor(modeJWT, "algorithms", len(raw.Algorithms) > 0)
+		onlyFor(modeJWT, "require_at_jwt", ic.RequireATJWT)
+		for _, e := range [...]struct{ name, url string }{
+			{"introspection_endpoint", ic.IntrospectionEndpoint},
+			{"userinfo_endpoint", ic.UserinfoEndpoint},
+		} {
+			if e.url != "" {
+				if err := checkURL(e.url); err != nil {
+					bad(f(e.name), "%v", err)
+				}
+			}
+		}
+		if len(ic.Audience) == 0 && !ic.InsecureSkipAudienceCheck && ic.Mode != modeUserinfo {
 			bad(f("audience"), "required (or set insecure_skip_audience_check)")
 		}
 		for j, a := range ic.Audience {
 			if a == "" {
 				bad(fmt.Sprintf("issuers[%d].audience[%d]", i, j), "empty")
 			}
+		}
+		for j, c := range ic.AllowedClientIDs {
+			if c == "" {
+				bad(fmt.Sprintf("issuers[%d].allowed_client_ids[%d]", i, j), "empty")
+			}
+		}
+		if ic.Timeout < 0 {
+			bad(f("timeout"), "must not be negative")
+		}
+		if ic.MaxConcurrentRequests < 0 {
+			bad(f("max_concurrent_requests"), "must not be negative")
 		}
 		for j, a := range ic.Algorithms {
 			field := fmt.Sprintf("issuers[%d].algorithms[%d]", i, j)

@@ -12,6 +12,13 @@ func TestConfigValidate(t *testing.T) {
 	good := func() IssuerConfig {
 		return IssuerConfig{Issuer: "https://idp.example.com", Audience: []string{"saslgate"}}
 	}
+	introspection := func() IssuerConfig {
+		return IssuerConfig{Issuer: "https://idp.example.com", Mode: "introspection", Audience: []string{"saslgate"},
+			ClientID: "saslgate", ClientSecretFile: "/etc/saslgate/idp-client-secret"}
+	}
+	userinfo := func() IssuerConfig {
+		return IssuerConfig{Issuer: "https://idp.example.com", Mode: "userinfo", InsecureSkipAudienceCheck: true}
+	}
 	tests := []struct {
 		name string
 		cfg  func(c *Config)
@@ -31,9 +38,50 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"tokens.issuers[0].discovery_url"}},
 		{name: "duplicate issuer", cfg: func(c *Config) { c.Issuers = append(c.Issuers, c.Issuers[0]) },
 			want: []string{"tokens.issuers[1].issuer: duplicate of issuers[0]"}},
-		{name: "mode introspection", cfg: func(c *Config) { c.Issuers[0].Mode = "introspection" },
-			want: []string{"tokens.issuers[0].mode", "not supported yet"}},
+		{name: "introspection", cfg: func(c *Config) { c.Issuers[0] = introspection() }},
+		{name: "introspection, client_secret_post", cfg: func(c *Config) {
+			c.Issuers[0] = introspection()
+			c.Issuers[0].ClientAuth = "client_secret_post"
+		}},
+		{name: "introspection without client", cfg: func(c *Config) { c.Issuers[0].Mode = "introspection" },
+			want: []string{"tokens.issuers[0].client_id: required", "tokens.issuers[0].client_secret_file: required"}},
+		{name: "introspection, bad client_auth", cfg: func(c *Config) {
+			c.Issuers[0] = introspection()
+			c.Issuers[0].ClientAuth = "private_key_jwt"
+		}, want: []string{`tokens.issuers[0].client_auth: unknown method "private_key_jwt"`}},
+		{name: "introspection endpoint over remote http", cfg: func(c *Config) {
+			c.Issuers[0] = introspection()
+			c.Issuers[0].IntrospectionEndpoint = "http://idp.example.com/introspect"
+		}, want: []string{"tokens.issuers[0].introspection_endpoint", "loopback"}},
+		{name: "introspection with JWT keys", cfg: func(c *Config) {
+			c.Issuers[0] = introspection()
+			c.Issuers[0].Algorithms, c.Issuers[0].RequireATJWT = []string{"RS256"}, true
+			c.Issuers[0].UserinfoEndpoint = "https://idp.example.com/userinfo"
+		}, want: []string{`tokens.issuers[0].algorithms: only used with mode "jwt"`, `tokens.issuers[0].require_at_jwt: only used with mode "jwt"`,
+			`tokens.issuers[0].userinfo_endpoint: only used with mode "userinfo"`}},
+		{name: "userinfo", cfg: func(c *Config) { c.Issuers[0] = userinfo() }},
+		{name: "userinfo without the audience waiver", cfg: func(c *Config) {
+			c.Issuers[0] = userinfo()
+			c.Issuers[0].InsecureSkipAudienceCheck = false
+		}, want: []string{"tokens.issuers[0].insecure_skip_audience_check: must be true with mode \"userinfo\""}},
+		{name: "userinfo with audience", cfg: func(c *Config) {
+			c.Issuers[0] = userinfo()
+			c.Issuers[0].Audience = []string{"saslgate"}
+		}, want: []string{"tokens.issuers[0].audience: cannot be checked"}},
+		{name: "userinfo with client credentials", cfg: func(c *Config) {
+			c.Issuers[0] = userinfo()
+			c.Issuers[0].ClientID, c.Issuers[0].ClientSecretFile, c.Issuers[0].ClientAuth = "x", "/s", "client_secret_basic"
+			c.Issuers[0].IntrospectionEndpoint = "https://idp.example.com/introspect"
+		}, want: []string{"tokens.issuers[0].client_id: only used", "tokens.issuers[0].client_secret_file: only used",
+			"tokens.issuers[0].client_auth: only used", "tokens.issuers[0].introspection_endpoint: only used"}},
+		{name: "jwt with client credentials", cfg: func(c *Config) { c.Issuers[0].ClientID = "saslgate" },
+			want: []string{`tokens.issuers[0].client_id: only used with mode "introspection"`}},
 		{name: "mode unknown", cfg: func(c *Config) { c.Issuers[0].Mode = "saml" }, want: []string{"tokens.issuers[0].mode: unknown"}},
+		{name: "allowed client ids", cfg: func(c *Config) { c.Issuers[0].AllowedClientIDs = []string{"thunderbird", ""} },
+			want: []string{"tokens.issuers[0].allowed_client_ids[1]: empty"}},
+		{name: "limits", cfg: func(c *Config) {
+			c.Issuers[0].Timeout, c.Issuers[0].MaxConcurrentRequests = config.Duration(-time.Second), -1
+		}, want: []string{"tokens.issuers[0].timeout", "tokens.issuers[0].max_concurrent_requests"}},
 		{name: "audience missing", cfg: func(c *Config) { c.Issuers[0].Audience = nil },
 			want: []string{"tokens.issuers[0].audience: required"}},
 		{name: "audience skipped", cfg: func(c *Config) { c.Issuers[0].Audience, c.Issuers[0].InsecureSkipAudienceCheck = nil, true }},
@@ -89,7 +137,11 @@ func TestConfigValidate(t *testing.T) {
 func TestIssuerDefaults(t *testing.T) {
 	ic := IssuerConfig{Issuer: "https://idp.example.com/realms/mail/"}.withDefaults()
 	if ic.DiscoveryURL != "https://idp.example.com/realms/mail/.well-known/openid-configuration" ||
-		ic.Mode != "jwt" || ic.Leeway.D() != DefaultLeeway || ic.UsernameClaim != "email" || len(ic.Algorithms) != len(DefaultAlgorithms) {
+		ic.Mode != "jwt" || ic.Leeway.D() != DefaultLeeway || ic.UsernameClaim != "email" || len(ic.Algorithms) != len(DefaultAlgorithms) ||
+		ic.Timeout.D() != DefaultTimeout || ic.MaxConcurrentRequests != DefaultMaxConcurrentRequests || ic.ClientAuth != "" {
 		t.Errorf("defaults: %+v", ic)
+	}
+	if ic := (IssuerConfig{Mode: "introspection"}).withDefaults(); ic.ClientAuth != "client_secret_basic" {
+		t.Errorf("introspection client_auth default = %q", ic.ClientAuth)
 	}
 }

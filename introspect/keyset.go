@@ -5,15 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -22,8 +17,6 @@ import (
 )
 
 const (
-	defaultHTTPTimeout = 10 * time.Second
-	maxResponseSize    = 1 << 20
 	// refreshMinInterval rate-limits JWKS fetches caused by tokens with an unknown "kid":
 	// otherwise every forged token would cost the identity provider a request.
 	refreshMinInterval = 30 * time.Second
@@ -43,7 +36,7 @@ const (
 type keySet struct {
 	issuer       string
 	discoveryURL string
-	client       *http.Client
+	http         *idpClient
 	now          func() time.Time
 	log          *slog.Logger
 
@@ -146,7 +139,7 @@ func hasKey(keys []jose.JSONWebKey, kid string) bool {
 // refresh fetches the keys once for all concurrent callers.
 func (ks *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	ch := ks.flight.DoChan("keys", func() (any, error) {
-		// Detached from this caller: others wait on the same fetch, which the HTTP client's
+		// Detached from this caller: others wait on the same fetch, which the issuer's
 		// timeout bounds.
 		keys, err := ks.fetch(context.WithoutCancel(ctx))
 		now := ks.now()
@@ -191,7 +184,7 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			Issuer  string `json:"issuer"`
 			JWKSURI string `json:"jwks_uri"`
 		}
-		if err := ks.getJSON(ctx, ks.discoveryURL, &doc); err != nil {
+		if err := ks.http.getJSON(ctx, ks.discoveryURL, &doc); err != nil {
 			return nil, err
 		}
 		// OpenID Connect Discovery 1.0 §4.3, RFC 8414 §3.3.
@@ -209,7 +202,7 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := ks.getJSON(ctx, jwksURL, &set); err != nil {
+	if err := ks.http.getJSON(ctx, jwksURL, &set); err != nil {
 		return nil, err
 	}
 	var keys []jose.JSONWebKey
@@ -230,74 +223,4 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, fmt.Errorf("introspect: %s holds no usable signing keys", jwksURL)
 	}
 	return keys, nil
-}
-
-func (ks *keySet) getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("introspect: %v", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := ks.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("introspect: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("introspect: GET %s: %s", url, resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseSize+1))
-	if err != nil {
-		return fmt.Errorf("introspect: GET %s: %w", url, err)
-	}
-	if len(body) > maxResponseSize {
-		return fmt.Errorf("introspect: GET %s: response larger than %d bytes", url, maxResponseSize)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("introspect: GET %s: %v", url, err)
-	}
-	return nil
-}
-
-// newHTTPClient returns the client for one issuer: a copy of base (WithHTTPClient) or one with
-// the issuer's TLS settings, always with a timeout and without https→http redirects.
-func newHTTPClient(base *http.Client, ic IssuerConfig) (*http.Client, error) {
-	var c http.Client
-	if base != nil {
-		c = *base
-	} else {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		if ic.CAFile != "" || ic.InsecureSkipVerify {
-			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: ic.InsecureSkipVerify}
-		}
-		if ic.CAFile != "" {
-			pem, err := os.ReadFile(ic.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("introspect: ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("introspect: ca_file %s: no PEM certificates", ic.CAFile)
-			}
-			t.TLSClientConfig.RootCAs = pool
-		}
-		c.Transport = t
-	}
-	if c.Timeout == 0 {
-		c.Timeout = defaultHTTPTimeout
-	}
-	next := c.CheckRedirect
-	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-			return errors.New("introspect: refusing redirect from https to " + req.URL.Scheme)
-		}
-		if next != nil {
-			return next(req, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("introspect: stopped after 10 redirects")
-		}
-		return nil
-	}
-	return &c, nil
 }

@@ -209,6 +209,25 @@ func TestValidateJWT(t *testing.T) {
 		{name: "cnf thumbprint", claims: func(c claims) {
 			c["cnf"] = map[string]string{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}
 		}},
+		{name: "client allowed", cfg: func(ic *IssuerConfig, _ *Config) { ic.AllowedClientIDs = []string{"thunderbird"} }},
+		{name: "client not allowed", cfg: func(ic *IssuerConfig, _ *Config) { ic.AllowedClientIDs = []string{"mutt"} },
+			kind: ErrInvalidToken, reason: `client "thunderbird" not allowed`},
+		{name: "client from azp",
+			claims: func(c claims) { delete(c, "client_id"); c["azp"] = "mutt" },
+			cfg: func(ic *IssuerConfig, _ *Config) {
+				ic.RequireATJWT, ic.AllowedClientIDs = false, []string{"mutt"}
+			}},
+		{name: "no client, allow-list set",
+			claims: func(c claims) { delete(c, "client_id") },
+			cfg: func(ic *IssuerConfig, _ *Config) {
+				ic.RequireATJWT, ic.AllowedClientIDs = false, []string{"thunderbird"}
+			},
+			kind: ErrInvalidToken, reason: "not allowed"},
+		{name: "DPoP-bound", claims: func(c claims) { c["cnf"] = map[string]string{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"} },
+			kind: ErrInvalidToken, reason: "DPoP"},
+		{name: "huge JOSE header", token: func(c claims) string {
+			return idp.sign(t, tokenSpec{key: idp.rsa, kid: strings.Repeat("k", maxHeaderSize)}, c)
+		}, kind: ErrInvalidToken, reason: "JOSE header too large"},
 		{name: "not a JWT", token: func(claims) string { return "not-a-jwt" }, kind: ErrInvalidToken, reason: "malformed"},
 		{name: "JWS JSON serialization",
 			token: func(c claims) string {
@@ -259,7 +278,7 @@ func TestValidateJWT(t *testing.T) {
 			if id.Issuer != idp.URL() || id.Subject != "248289761001" || !id.Expiry.Equal(time.Unix(c["exp"].(int64), 0)) {
 				t.Errorf("Identity = %+v", id)
 			}
-			if cid, _ := c["client_id"].(string); id.ClientID != cid {
+			if cid, _ := c["client_id"].(string); cid != "" && id.ClientID != cid {
 				t.Errorf("ClientID = %q, want %q", id.ClientID, cid)
 			}
 			if !slices.Contains(id.Scopes, "email") && proto == "imap" {
@@ -687,7 +706,7 @@ func TestHTTPClientRefusesDowngradeRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Timeout != defaultHTTPTimeout {
+	if c.Timeout != DefaultTimeout {
 		t.Errorf("Timeout = %v", c.Timeout)
 	}
 	from, _ := http.NewRequest(http.MethodGet, "https://idp.example.com/jwks", nil)
