@@ -237,7 +237,6 @@ func stillServes(t *testing.T, w *wire) {
 	}
 }
 
-
 // TestDroppedConnections: clients vanishing mid-exchange leave the proxy serving.
 func TestDroppedConnections(t *testing.T) {
 	e := e2e(t)
