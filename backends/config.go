@@ -13,6 +13,13 @@ import (
 	"github.com/saslgate/saslgate/internal/config"
 )
 
+// Login methods, the values of Config.Login.
+const (
+	LoginPlain   = "plain"
+	LoginLogin   = "login"
+	LoginXClient = "xclient"
+)
+
 // DefaultTimeout bounds dialing and logging in to a backend when Config.Timeout is zero.
 const DefaultTimeout = 15 * time.Second
 
@@ -32,8 +39,15 @@ type Config struct {
 	// encrypted, but the backend is no longer authenticated: anyone able to intercept the
 	// connection can pose as the backend and collect every user's secret. Test setups only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// Login is "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command).
+	// Login is how saslgate logs in as the user: "plain" (IMAP AUTHENTICATE PLAIN, SMTP AUTH
+	// PLAIN; the default), "login" (the IMAP LOGIN command, SMTP AUTH LOGIN) or, for a Postfix
+	// SMTP backend only, "xclient": XCLIENT LOGIN=<user> without any secret. With xclient the
+	// backend trusts saslgate to have authenticated the user; it must list saslgate's address
+	// in smtpd_authorized_xclient_hosts and nobody else's.
 	Login string `yaml:"login"`
+	// Hostname is the name saslgate gives in EHLO to an SMTP backend (RFC 5321 §4.1.1.1);
+	// default the machine's host name. Not used for IMAP.
+	Hostname string `yaml:"hostname"`
 	// Timeout bounds the dial, TLS handshake and login together; default DefaultTimeout.
 	Timeout config.Duration `yaml:"timeout"`
 }
@@ -78,9 +92,12 @@ func (c Config) Validate() error {
 		add("insecure_skip_verify: set together with ca_file, which it would ignore")
 	}
 	switch c.Login {
-	case "", "plain", "login":
+	case "", LoginPlain, LoginLogin, LoginXClient:
 	default:
-		add(`login: %q is not "plain" or "login"`, c.Login)
+		add(`login: %q is not "plain", "login" or "xclient"`, c.Login)
+	}
+	if c.Hostname != "" && !validHostname(c.Hostname) {
+		add("hostname: %q is not a domain name or address literal", c.Hostname)
 	}
 	if c.Timeout < 0 {
 		add("timeout: %v is negative", c.Timeout.D())
@@ -91,7 +108,13 @@ func (c Config) Validate() error {
 // withDefaults fills in the defaulted fields of a valid configuration.
 func (c Config) withDefaults() Config {
 	if c.Login == "" {
-		c.Login = "plain"
+		c.Login = LoginPlain
+	}
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+		if !validHostname(c.Hostname) {
+			c.Hostname = "localhost"
+		}
 	}
 	if c.Timeout == 0 {
 		c.Timeout = config.Duration(DefaultTimeout)
@@ -125,4 +148,18 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// validHostname reports whether h can be sent as the EHLO argument: a domain name or an address
+// literal (RFC 5321 §4.1.3), checked loosely: printable ASCII without spaces, at most 255 bytes.
+func validHostname(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if h[i] <= ' ' || h[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -1,5 +1,7 @@
 // Package backends logs in to the password-only mail servers saslgate fronts, as the mapped user
-// with that user's own secret: IMAP over plain TCP, STARTTLS (RFC 9051 §6.2.1) or implicit TLS
-// (RFC 8314 §3), authenticating with AUTHENTICATE PLAIN (RFC 9051 §6.2.2, RFC 4616, SASL-IR
-// RFC 4959) or LOGIN (RFC 9051 §6.2.3), with per-user secrets from a file or derived by HMAC.
+// with that user's own secret, over plain TCP, STARTTLS or implicit TLS (RFC 8314 §3): IMAP
+// (STARTTLS RFC 9051 §6.2.1; AUTHENTICATE PLAIN RFC 9051 §6.2.2, RFC 4616, SASL-IR RFC 4959; or
+// LOGIN RFC 9051 §6.2.3) and SMTP submission (EHLO RFC 5321 §4.1.1.1, STARTTLS RFC 3207, AUTH
+// PLAIN or LOGIN RFC 4954, or Postfix's XCLIENT LOGIN= with xtext values, RFC 3461 §4), with
+// per-user secrets from a file or derived by HMAC.
 package backends

@@ -13,18 +13,6 @@ import (
 	"time"
 )
 
-var (
-	// ErrUnavailable is wrapped by errors that leave the backend unusable for now: dial, TLS,
-	// timeout, BYE, protocol violations, a NO [UNAVAILABLE] to the login, bad configuration.
-	ErrUnavailable = errors.New("backends: backend unavailable")
-	// ErrRejected is wrapped by errors that reject this user's login: a tagged NO or BAD to the
-	// login command, or a username or secret that cannot be sent at all.
-	ErrRejected = errors.New("backends: backend rejected login")
-)
-
-// maxUsernameLen is the longest username sent to a backend, in bytes.
-const maxUsernameLen = 255
-
 // IMAPSession is a logged-in backend IMAP connection ready to splice. Its deadlines are
 // cleared; the caller owns Conn and must close it.
 type IMAPSession struct {
@@ -42,37 +30,19 @@ type IMAPSession struct {
 // Close closes the backend connection.
 func (s *IMAPSession) Close() error { return s.Conn.Close() }
 
-// loginError is the error DialIMAP returns: kind is ErrUnavailable or ErrRejected.
-type loginError struct {
-	kind  error
-	msg   string
-	cause error
-}
-
-func (e *loginError) Error() string {
-	if e.cause == nil {
-		return e.msg
-	}
-	return e.msg + ": " + e.cause.Error()
-}
-
-func (e *loginError) Unwrap() []error {
-	if e.cause == nil {
-		return []error{e.kind}
-	}
-	return []error{e.kind, e.cause}
-}
-
 // DialIMAP connects to the backend, secures the connection as configured and logs in as user
 // with secret, all within cfg.Timeout and ctx. The username and secret are checked before
 // anything is sent. Errors wrap ErrRejected (the backend, or this package, refused this login)
 // or ErrUnavailable (anything else); neither ever contains the secret.
 func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret) (*IMAPSession, error) {
-	if err := checkCredentials(user, secret); err != nil {
+	if err := checkCredentials("imap", user, secret); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, &loginError{kind: ErrUnavailable, msg: "backends: imap backend misconfigured", cause: err}
+	}
+	if cfg.Login == LoginXClient {
+		return nil, &loginError{kind: ErrUnavailable, msg: `backends: imap backend misconfigured: login "xclient" is for SMTP backends`}
 	}
 	cfg = cfg.withDefaults()
 	c := &imapClient{cfg: cfg, user: user, secret: secret.Reveal()}
@@ -112,28 +82,6 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret) (*IMA
 	return sess, nil
 }
 
-// checkCredentials refuses what must never reach the wire: a username with CR, LF or NUL
-// (command injection) or over maxUsernameLen bytes, a secret that is empty or has NUL (it would
-// split the PLAIN message, RFC 4616 §2, and IMAP literals cannot carry NUL, RFC 9051 §4.3).
-func checkCredentials(user string, secret Secret) error {
-	var reason string
-	switch {
-	case user == "":
-		reason = "username is empty"
-	case len(user) > maxUsernameLen:
-		reason = fmt.Sprintf("username is longer than %d bytes", maxUsernameLen)
-	case strings.ContainsAny(user, "\r\n\x00"):
-		reason = fmt.Sprintf("username %q contains CR, LF or NUL", user)
-	case secret == "":
-		reason = fmt.Sprintf("secret for %q is empty", user)
-	case strings.IndexByte(secret.Reveal(), 0) >= 0:
-		reason = fmt.Sprintf("secret for %q contains NUL", user)
-	default:
-		return nil
-	}
-	return &loginError{kind: ErrRejected, msg: "backends: not sent to the imap backend: " + reason}
-}
-
 // imapClient is the state of one DialIMAP call.
 type imapClient struct {
 	cfg    Config
@@ -154,22 +102,7 @@ type imapClient struct {
 }
 
 func (c *imapClient) unavailable(stage string, err error) error {
-	if c.ctx != nil {
-		ctxErr := c.ctx.Err()
-		// The conn deadline equals the ctx deadline and may fire before the ctx's own timer.
-		var ne net.Error
-		if dl, ok := c.ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(dl) && errors.As(err, &ne) && ne.Timeout() {
-			ctxErr = context.DeadlineExceeded
-		}
-		if ctxErr != nil {
-			err = fmt.Errorf("%w (timeout %v)", ctxErr, c.cfg.Timeout.D())
-		}
-	}
-	return &loginError{
-		kind:  ErrUnavailable,
-		msg:   fmt.Sprintf("backends: imap backend %s unavailable: %s", c.cfg.Address, stage),
-		cause: err,
-	}
+	return unavailable(c.ctx, c.cfg, "imap", stage, err)
 }
 
 func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error) {
@@ -211,7 +144,7 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 
 	var done *response
 	c.seenCaps = nil
-	if c.cfg.Login == "login" {
+	if c.cfg.Login == LoginLogin {
 		done, err = c.login()
 	} else {
 		done, err = c.authenticatePlain()
@@ -416,24 +349,7 @@ func (c *imapClient) write(s string) error {
 	return err
 }
 
-// maxTextLen bounds backend text copied into errors.
-const maxTextLen = 200
-
-// sanitize makes backend text safe to log: the secret and PLAIN message redacted (a backend
-// echoing input must not leak it), control bytes replaced, length bounded.
+// sanitize makes backend text safe to log, redacting the secret and the PLAIN message.
 func (c *imapClient) sanitize(s string) string {
-	for _, x := range append([]string{c.secret}, c.extra...) {
-		if x != "" {
-			s = strings.ReplaceAll(s, x, redacted)
-		}
-	}
-	if len(s) > maxTextLen {
-		s = s[:maxTextLen] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
+	return sanitize(s, append([]string{c.secret}, c.extra...)...)
 }

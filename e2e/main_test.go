@@ -29,19 +29,50 @@ type env struct {
 	idp      *idp // the configured issuer
 	otherIdP *idp // a second oidc-provider the proxy does not trust
 	dovecot  *dovecot
-	gate     *gate // saslgate in front of dovecot
-	deadGate *gate // saslgate whose backend port is closed
+	postfix  *postfix // nil when mail submission cannot run (smtpSkipReason says why)
+	gate     *gate    // saslgate in front of dovecot (and postfix)
+	deadGate *gate    // saslgate whose backend ports are closed
 	deadIss  string
 	certPool *x509.CertPool
 	certFile string
 	hmacKey  []byte
-	procs    []*proc
+	procs    []stopper
+	// smtpGateErr is set when saslgate refused a configuration with SMTP listeners;
+	// it then runs with its IMAP listeners only, and every SMTP test through it fails
+	// with this message.
+	smtpGateErr string
 }
 
+// stopper is a running component TestMain stops at the end.
+type stopper interface{ stop() }
+
 var (
-	world      *env
-	skipReason string
+	world          *env
+	skipReason     string
+	smtpSkipReason string // why Postfix is not part of the world
 )
+
+// e2eSMTP returns the running world with Postfix, or skips the test with the reason
+// TestMain found (never under SASLGATE_E2E=require, which fails the run instead).
+func e2eSMTP(t *testing.T) *env {
+	t.Helper()
+	e := e2e(t)
+	if e.postfix == nil {
+		t.Skip(smtpSkipReason)
+	}
+	return e
+}
+
+// e2eGateSMTP is e2eSMTP for tests through saslgate's SMTP listeners: they fail, not
+// skip, when the binary does not take SMTP listeners yet.
+func e2eGateSMTP(t *testing.T) *env {
+	t.Helper()
+	e := e2eSMTP(t)
+	if e.smtpGateErr != "" {
+		t.Fatalf("saslgate did not start with its SMTP listeners (protocol: smtp, top-level smtp: section), so nothing serves SMTP:\n%s", e.smtpGateErr)
+	}
+	return e
+}
 
 // e2e returns the running world, or skips the test with the reason TestMain found.
 func e2e(t *testing.T) *env {
@@ -72,14 +103,18 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %s=%q: want unset, \"require\" or \"off\"\n", envGate, mode)
 		return 1
 	}
-	if missing := missingComponents(); len(missing) > 0 {
-		msg := "e2e: missing " + strings.Join(missing, ", ")
-		if mode == "require" {
-			fmt.Fprintf(os.Stderr, "%s (%s=require)\n", msg, envGate)
-			return 1
-		}
-		skipReason = msg + "; install them (see e2e/README.md) or set " + envGate + "=require to make this an error"
+	missing, missingSMTP := missingComponents(), missingSMTPComponents()
+	if mode == "require" && len(missing)+len(missingSMTP) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: missing %s (%s=require)\n", strings.Join(append(missing, missingSMTP...), ", "), envGate)
+		return 1
+	}
+	if len(missing) > 0 {
+		skipReason = "e2e: missing " + strings.Join(missing, ", ") + "; install them (see e2e/README.md) or set " + envGate + "=require to make this an error"
 		return m.Run()
+	}
+	if len(missingSMTP) > 0 {
+		// IMAP still runs; only the tests that need Postfix are skipped.
+		smtpSkipReason = "e2e: missing " + strings.Join(missingSMTP, ", ") + " for mail submission; install them (see e2e/README.md) or set " + envGate + "=require to make this an error"
 	}
 
 	dir, err := os.MkdirTemp("", "saslgate-e2e-")
@@ -166,6 +201,28 @@ func (e *env) checkRaces() bool {
 	return found
 }
 
+// missingSMTPComponents lists what the mail-submission tests need but cannot find:
+// Postfix, Dovecot's LMTP server, msmtp, and root (the postfix command is reserved for
+// the superuser).
+func missingSMTPComponents() []string {
+	var missing []string
+	if _, err := postfixCommand(); err != nil {
+		missing = append(missing, "postfix (not in PATH or /usr/sbin)")
+	}
+	if _, err := exec.LookPath("msmtp"); err != nil {
+		missing = append(missing, "msmtp (not in PATH)")
+	}
+	if out, err := exec.Command("doveconf", "-d", "-h", "libexec_dir").Output(); err != nil {
+		missing = append(missing, "doveconf (not in PATH)")
+	} else if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "lmtp")); err != nil {
+		missing = append(missing, "dovecot lmtp (dovecot-lmtpd)")
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (Postfix's master runs as root)")
+	}
+	return missing
+}
+
 // missingComponents lists what the run needs but cannot find.
 func missingComponents() []string {
 	var missing []string
@@ -217,11 +274,22 @@ func (e *env) start() error {
 	if err != nil {
 		return err
 	}
-	if e.dovecot, err = startDovecot(ctx, e.dir, e.hmacKey); e.dovecot != nil && e.dovecot.proc != nil {
+	submission := smtpSkipReason == ""
+	if e.dovecot, err = startDovecot(ctx, e.dir, e.hmacKey, submission); e.dovecot != nil && e.dovecot.proc != nil {
 		e.procs = append(e.procs, e.dovecot.proc)
 	}
 	if err != nil {
 		return err
+	}
+	if submission {
+		p, err := startPostfix(ctx, e.dir, e.dovecot, e.hmacKey)
+		if p != nil && p.proc != nil {
+			e.procs = append(e.procs, p)
+		}
+		if err != nil {
+			return err
+		}
+		e.postfix = p
 	}
 
 	// An issuer that is configured but not running: its tokens must give
@@ -239,8 +307,20 @@ func (e *env) start() error {
 		keyFile:     keyFile,
 		hmacKeyFile: keyFilePath,
 	}
+	if e.postfix != nil {
+		cfg.smtpBackendAddr = e.postfix.addr
+	}
 	if e.gate, err = startSaslgate(ctx, e.dir, bin, cfg); e.gate != nil && e.gate.proc != nil {
 		e.procs = append(e.procs, e.gate.proc)
+	}
+	if err != nil && cfg.smtpBackendAddr != "" && e.gate != nil && e.gate.proc != nil && e.gate.proc.exited() {
+		// The binary may not take SMTP listeners yet: keep the IMAP tests running and
+		// let the SMTP tests fail with saslgate's own words.
+		e.smtpGateErr = fmt.Sprintf("%v\n----- %s (tail) -----\n%s", err, filepath.Base(e.gate.log), tail(e.gate.log, 2<<10))
+		cfg.smtpBackendAddr = ""
+		if e.gate, err = startSaslgate(ctx, e.dir, bin, cfg); e.gate != nil && e.gate.proc != nil {
+			e.procs = append(e.procs, e.gate.proc)
+		}
 	}
 	if err != nil {
 		return err
@@ -250,6 +330,11 @@ func (e *env) start() error {
 		return err
 	}
 	cfg.name, cfg.backendAddr = "saslgate-deadbackend", closedBackend
+	if cfg.smtpBackendAddr != "" {
+		if cfg.smtpBackendAddr, err = freePort(); err != nil {
+			return err
+		}
+	}
 	if e.deadGate, err = startSaslgate(ctx, e.dir, bin, cfg); e.deadGate != nil && e.deadGate.proc != nil {
 		e.procs = append(e.procs, e.deadGate.proc)
 	}
@@ -267,13 +352,13 @@ func (e *env) stop() {
 // A failing test gets the proxy's and Dovecot's logs; a failed setup gets all of them.
 func (e *env) dumpLogs(t *testing.T) {
 	var b strings.Builder
-	e.dumpLogsTo(&b, "saslgate.log", "saslgate-deadbackend.log", "dovecot.log")
+	e.dumpLogsTo(&b, "saslgate.log", "saslgate-deadbackend.log", "dovecot.log", "postfix.log")
 	t.Log(b.String())
 }
 
 func (e *env) dumpLogsTo(w io.Writer, logs ...string) {
 	if len(logs) == 0 {
-		logs = []string{"saslgate.log", "saslgate-deadbackend.log", "dovecot.log", "dovecot.out", "idp.log", "idp-untrusted.log"}
+		logs = []string{"saslgate.log", "saslgate-deadbackend.log", "dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "idp.log", "idp-untrusted.log"}
 	}
 	for _, name := range logs {
 		p := filepath.Join(e.dir, name)

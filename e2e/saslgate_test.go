@@ -21,11 +21,13 @@ import (
 
 // gate is one running `saslgate serve`.
 type gate struct {
-	imaps    string // implicit-TLS IMAP listener
-	starttls string // STARTTLS IMAP listener
-	conf     string
-	log      string
-	proc     *proc
+	imaps      string // implicit-TLS IMAP listener
+	starttls   string // STARTTLS IMAP listener
+	smtps      string // implicit-TLS SMTP submission listener (RFC 8314, port 465 style); "" without SMTP
+	submission string // STARTTLS SMTP submission listener (RFC 6409, port 587 style); "" without SMTP
+	conf       string
+	log        string
+	proc       *proc
 }
 
 // buildSaslgate compiles ./cmd/saslgate once for the whole run.
@@ -94,6 +96,8 @@ type gateConfig struct {
 	certFile    string
 	keyFile     string
 	hmacKeyFile string
+	// smtpBackendAddr is the Postfix submission service; "" for an IMAP-only saslgate.
+	smtpBackendAddr string
 }
 
 // startSaslgate writes the top-level YAML config of CONTRACT.md and runs
@@ -117,8 +121,35 @@ func startSaslgate(ctx context.Context, dir, bin string, c gateConfig) (*gate, e
       mode: jwt
       audience: [%s]
       username_claim: email
-      scopes: {imap: [email]}
+      scopes: {imap: [email], smtp: [smtp]}
 `, strconv.Quote(iss), idpAudience)
+	}
+	smtpListeners, smtpSection := "", ""
+	if c.smtpBackendAddr != "" {
+		if g.smtps, err = freePort(); err != nil {
+			return nil, err
+		}
+		if g.submission, err = freePort(); err != nil {
+			return nil, err
+		}
+		_, smtpsPort, _ := net.SplitHostPort(g.smtps)
+		smtpListeners = fmt.Sprintf(`  - name: smtps
+    protocol: smtp
+    address: %[1]s
+    tls: implicit
+    public_host: 127.0.0.1
+    public_port: %[2]s
+  - name: submission
+    protocol: smtp
+    address: %[3]s
+    tls: starttls
+`, g.smtps, smtpsPort, g.submission)
+		// max_line_length stays at its default (64 KiB), which the oversize test exceeds.
+		smtpSection = fmt.Sprintf(`smtp:
+  backend: {address: %[1]s, tls: none, login: plain, timeout: 5s, hostname: saslgate.e2e.test}
+  preauth_timeout: 30s
+  error_reply_timeout: 1s
+`, c.smtpBackendAddr)
 	}
 	// error_reply_timeout is short so the "silent client" test stays fast; the cache
 	// TTL is short because tests reuse one token across deliberately broken backends.
@@ -136,16 +167,16 @@ listeners:
     protocol: imap
     address: %[5]s
     tls: starttls
-imap:
+%[9]simap:
   backend: {address: %[6]s, tls: none, login: plain, timeout: 5s}
   allow_token_as_login_password: false
   preauth_timeout: 30s
   error_reply_timeout: 1s
-secrets: {source: hmac, hmac_key_file: %[7]q}
+%[10]ssecrets: {source: hmac, hmac_key_file: %[7]q}
 tokens:
   issuers:
 %[8]s  cache: {ttl: 1m, size: 1000}
-`, c.certFile, c.keyFile, g.imaps, imapsPort, g.starttls, c.backendAddr, c.hmacKeyFile, issuers)
+`, c.certFile, c.keyFile, g.imaps, imapsPort, g.starttls, c.backendAddr, c.hmacKeyFile, issuers, smtpListeners, smtpSection)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -153,7 +184,10 @@ tokens:
 	if err != nil {
 		return g, err
 	}
-	for _, a := range []string{g.imaps, g.starttls} {
+	for _, a := range []string{g.imaps, g.starttls, g.smtps, g.submission} {
+		if a == "" {
+			continue
+		}
 		if err := waitPort(ctx, a, g.proc); err != nil {
 			return g, err
 		}

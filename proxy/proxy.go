@@ -33,7 +33,7 @@ const (
 // ListenerConfig is one listening socket.
 type ListenerConfig struct {
 	Name     string `yaml:"name"`
-	Protocol string `yaml:"protocol"` // "imap"
+	Protocol string `yaml:"protocol"` // "imap" or "smtp"
 	Address  string `yaml:"address"`
 	TLS      string `yaml:"tls"` // TLSImplicit or TLSStartTLS
 	// PublicHost and PublicPort are the name and port clients connect to
@@ -50,11 +50,11 @@ func (l ListenerConfig) Validate(prefix string) error {
 		errs = append(errs, fmt.Errorf("%s.name is required", prefix))
 	}
 	switch l.Protocol {
-	case "imap":
+	case "imap", "smtp":
 	case "":
-		errs = append(errs, fmt.Errorf("%s.protocol is required (imap)", prefix))
+		errs = append(errs, fmt.Errorf("%s.protocol is required (imap or smtp)", prefix))
 	default:
-		errs = append(errs, fmt.Errorf("%s.protocol %q is not supported (imap)", prefix, l.Protocol))
+		errs = append(errs, fmt.Errorf("%s.protocol %q is not supported (imap or smtp)", prefix, l.Protocol))
 	}
 	if _, _, err := net.SplitHostPort(l.Address); err != nil {
 		errs = append(errs, fmt.Errorf("%s.address %q: want host:port", prefix, l.Address))

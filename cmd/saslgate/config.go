@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -14,7 +15,9 @@ import (
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/discovery"
 	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -24,8 +27,10 @@ type fileConfig struct {
 	TLS       certs.Config           `yaml:"tls"`
 	Listeners []proxy.ListenerConfig `yaml:"listeners"`
 	IMAP      imap.Config            `yaml:"imap"`
+	SMTP      smtp.Config            `yaml:"smtp"`
 	Secrets   backends.SecretsConfig `yaml:"secrets"`
 	Tokens    introspect.Config      `yaml:"tokens"`
+	HTTP      discovery.Config       `yaml:"http"`
 }
 
 type logConfig struct {
@@ -94,6 +99,13 @@ func (c *fileConfig) Validate() error {
 		}
 		names[l.Name] = true
 	}
-	errs = append(errs, c.IMAP.Validate())
+	// A protocol's section is required, and checked, only when a listener serves it.
+	if slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == "imap" }) {
+		errs = append(errs, c.IMAP.Validate())
+	}
+	if slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == "smtp" }) {
+		errs = append(errs, c.SMTP.Validate())
+	}
+	errs = append(errs, c.HTTP.Validate())
 	return errors.Join(errs...)
 }

@@ -18,9 +18,17 @@ import (
 const usage = `usage: saslgate <command> [flags]
 
 commands:
-  serve --config FILE   run the gateway
-  demo                  run a self-contained demo (issuer, IMAP backend, gateway) on loopback
-  version               print the version
+  serve --config FILE          run the gateway
+  check --config FILE          validate the config, reach the issuers and backends (exit 1 on failure)
+  token verify --config FILE [TOKEN|-]
+                               validate a token as the gateway would; print the user it maps to
+  secrets derive|export        print a user's backend secret, or passdb lines for the backend
+  probe URL                    diagnostic IMAP/SMTP client: TLS, capabilities, OAuth login
+  login                        get a user an access token (device or browser flow), refreshed later
+  demo                         run a self-contained demo (issuer, IMAP backend, gateway) on loopback
+  version                      print the version
+
+Each command takes -h for its flags.
 `
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -41,6 +49,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serveCmd(ctx, args[1:], stderr)
+	case "check":
+		err = checkCmd(ctx, args[1:], stdout, stderr)
+	case "token":
+		err = tokenCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "secrets":
+		err = secretsCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "probe":
+		err = probeCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "login":
+		err = loginCmd(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = demoCmd(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -48,10 +50,17 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	return errors.Join(err, g.shutdown(sctx))
 }
 
+// server is what each protocol front end provides (proxy/imap, proxy/smtp).
+type server interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
 // gateway is a running set of listeners.
 type gateway struct {
-	servers []*imap.Server
-	addrs   map[string]net.Addr // listener name → bound address
+	servers []server
+	http    *http.Server        // client auto-configuration; nil when not configured
+	addrs   map[string]net.Addr // listener name (and "http") → bound address
 	errc    chan error
 }
 
@@ -66,7 +75,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners))}
+	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
 	var lns []net.Listener
 	for _, l := range cfg.Listeners {
 		ln, err := net.Listen("tcp", l.Address)
@@ -78,20 +87,43 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		}
 		lns = append(lns, ln)
 		g.addrs[l.Name] = ln.Addr()
-		g.servers = append(g.servers, &imap.Server{
-			Listener:  l,
-			Config:    cfg.IMAP,
-			TLSConfig: store.TLSConfig(),
-			Validator: validator,
-			Secrets:   secrets,
-			Logger:    logger,
-		})
+		switch l.Protocol {
+		case "imap":
+			g.servers = append(g.servers, &imap.Server{
+				Listener:  l,
+				Config:    cfg.IMAP,
+				TLSConfig: store.TLSConfig(),
+				Validator: validator,
+				Secrets:   secrets,
+				Logger:    logger,
+			})
+		case "smtp":
+			g.servers = append(g.servers, &smtp.Server{
+				Listener:  l,
+				Config:    cfg.SMTP,
+				TLSConfig: store.TLSConfig(),
+				Validator: validator,
+				Secrets:   secrets,
+				Logger:    logger,
+			})
+		}
+	}
+	httpSrv, httpAddr, err := startHTTP(cfg, store, logger, g.errc)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, err
+	}
+	if httpSrv != nil {
+		g.http, g.addrs["http"] = httpSrv, httpAddr
 	}
 	for i, srv := range g.servers {
-		logger.Info("listening", "listener", srv.Listener.Name, "protocol", srv.Listener.Protocol, "tls", srv.Listener.TLS, "address", lns[i].Addr().String())
+		l := cfg.Listeners[i]
+		logger.Info("listening", "listener", l.Name, "protocol", l.Protocol, "tls", l.TLS, "address", lns[i].Addr().String())
 		go func() {
-			if err := srv.Serve(lns[i]); !errors.Is(err, imap.ErrServerClosed) {
-				logger.Error("listener failed", "listener", srv.Listener.Name, "reason", err)
+			if err := srv.Serve(lns[i]); !errors.Is(err, imap.ErrServerClosed) && !errors.Is(err, smtp.ErrServerClosed) {
+				logger.Error("listener failed", "listener", l.Name, "reason", err)
 				g.errc <- err
 			}
 		}()
@@ -106,6 +138,11 @@ func (g *gateway) shutdown(ctx context.Context) error {
 		go func() { errs <- srv.Shutdown(ctx) }()
 	}
 	var all []error
+	if g.http != nil {
+		if err := g.http.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			all = append(all, err)
+		}
+	}
 	for range g.servers {
 		if err := <-errs; err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			all = append(all, err)

@@ -11,6 +11,10 @@
 //     login/consent through devInteractions. Access tokens for resource
 //     urn:saslgate are RS256 JWTs (typ at+jwt) with aud "saslgate" and an
 //     "email" claim added by extraTokenClaims from the account.
+//   - Device authorization grant (RFC 8628) for the same client, for `saslgate login`:
+//     POST /device/auth, the user enters the code at /device (devInteractions
+//     again), the client polls /token. The client may also use refresh tokens,
+//     and gets one with every grant (issueRefreshToken), offline_access or not.
 //   - POST /test/mint (JSON): builds a token through the provider's own
 //     AccessToken model and ResourceServer, so it is signed with the provider's
 //     real key exactly like a granted one. Fields (all optional):
@@ -20,8 +24,10 @@
 //       scope    default "openid email imap smtp"
 //       ttl      lifetime in seconds (default 3600)
 //       age      seconds to shift iat into the past (expired: age > ttl)
+//       resource urn:saslgate (default) or urn:saslgate:opaque (see below)
 //     Response: {"access_token": "...", "iat": n, "exp": n}.
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -74,10 +80,7 @@ function readJSON(req) {
 async function mint(provider, body) {
   const sub = body.sub ?? 'alice';
   const client = await provider.Client.find(CLIENT_ID);
-  const resourceServer = new provider.ResourceServer(
-    RESOURCE,
-    resourceServerInfo(body.aud ?? AUDIENCE),
-  );
+  const resourceServer = mintResourceServer(provider, body);
   const now = Math.floor(Date.now() / 1000);
   const iat = now - (body.age ?? 0);
   const exp = iat + (body.ttl ?? 3600);
@@ -95,6 +98,108 @@ async function mint(provider, body) {
   return { access_token: value, iat, exp };
 }
 
+// ---- Opaque tokens, introspection, revocation, key files (saslgate issue #4) ----
+// An additive layer on the configuration built in main(), kept in this one block:
+//   - Resource urn:saslgate:opaque gets opaque access tokens with the scope and
+//     audience ("saslgate") of urn:saslgate; /test/mint makes one when its body has
+//     "resource": "urn:saslgate:opaque".
+//   - features.introspection (POST /token/introspection) and features.revocation
+//     (POST /token/revocation) are on. The confidential client
+//     "saslgate-introspector" (client_secret_basic, INTROSPECTOR_SECRET) may
+//     introspect every token; any other client only its own (the default policy
+//     would let every confidential client see every token). A client revokes only
+//     its own tokens: the public client "saslgate-e2e" revokes what it was issued,
+//     minted tokens included.
+//   - GET /test/counts -> {"introspection": n, "revocation": n}, the POSTs to those
+//     endpoints since start or since POST /test/counts/reset (204).
+//   - $IDP_KEYS_FILE: the private JWK Set is read from this file if it exists, else
+//     the generated one is written to it, so an IdP restarted on the same port keeps
+//     its keys. $IDP_ROTATE_KEY=1 puts a fresh key first: oidc-provider signs with
+//     the first key that fits the alg, so the new key signs from then on while the
+//     old ones stay published. oidc-provider fixes its keystore when the Provider is
+//     built, so a rotation is a restart.
+const OPAQUE_RESOURCE = 'urn:saslgate:opaque';
+const INTROSPECTOR_ID = 'saslgate-introspector';
+const INTROSPECTOR_SECRET = 'e2e-introspection-secret';
+const counts = { introspection: 0, revocation: 0 };
+
+function opaqueResourceServerInfo(audience) {
+  return {
+    scope: RS_SCOPE,
+    audience,
+    accessTokenFormat: 'opaque',
+    accessTokenTTL: 3600,
+  };
+}
+
+// mintResourceServer is the resource server a /test/mint token is for.
+function mintResourceServer(provider, body) {
+  const audience = body.aud ?? AUDIENCE;
+  if (body.resource === OPAQUE_RESOURCE) {
+    return new provider.ResourceServer(OPAQUE_RESOURCE, opaqueResourceServerInfo(audience));
+  }
+  return new provider.ResourceServer(RESOURCE, resourceServerInfo(audience));
+}
+
+function loadKeys(generated) {
+  const file = process.env.IDP_KEYS_FILE;
+  if (!file) return generated;
+  let jwks = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : generated;
+  if (process.env.IDP_ROTATE_KEY === '1') jwks = { keys: [signingKey(), ...jwks.keys] };
+  fs.writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  return jwks;
+}
+
+function withOpaqueTokens(config) {
+  config.jwks = loadKeys(config.jwks);
+  config.clients.push({
+    client_id: INTROSPECTOR_ID,
+    client_secret: INTROSPECTOR_SECRET,
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: [],
+    response_types: [],
+    redirect_uris: [],
+  });
+  config.features.introspection = {
+    enabled: true,
+    async allowedPolicy(ctx, client, token) {
+      return client.clientId === INTROSPECTOR_ID || client.clientId === token.clientId;
+    },
+  };
+  config.features.revocation = {
+    enabled: true,
+    async allowedPolicy(ctx, client, token) {
+      return client.clientId === token.clientId;
+    },
+  };
+  const indicators = config.features.resourceIndicators;
+  const getInfo = indicators.getResourceServerInfo;
+  indicators.getResourceServerInfo = async (ctx, resourceIndicator, client) => (
+    resourceIndicator === OPAQUE_RESOURCE
+      ? opaqueResourceServerInfo(AUDIENCE)
+      : getInfo(ctx, resourceIndicator, client));
+  return config;
+}
+
+function installOpaqueTestRoutes(provider) {
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/test/counts' && ctx.method === 'GET') {
+      ctx.body = counts;
+      return;
+    }
+    if (ctx.path === '/test/counts/reset' && ctx.method === 'POST') {
+      counts.introspection = 0;
+      counts.revocation = 0;
+      ctx.status = 204;
+      return;
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token/introspection') counts.introspection += 1;
+    if (ctx.method === 'POST' && ctx.path === '/token/revocation') counts.revocation += 1;
+    await next();
+  });
+}
+// ---- end of the issue #4 block ----
+
 async function main() {
   const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
   const server = http.createServer();
@@ -104,13 +209,13 @@ async function main() {
   });
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
-  const provider = new Provider(issuer, {
+  const provider = new Provider(issuer, withOpaqueTokens({
     jwks: { keys: [signingKey()] },
     clients: [{
       client_id: CLIENT_ID,
       application_type: 'native',
       token_endpoint_auth_method: 'none',
-      grant_types: ['authorization_code'],
+      grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1/cb'],
     }],
@@ -128,6 +233,7 @@ async function main() {
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => RESOURCE,
@@ -138,13 +244,17 @@ async function main() {
         },
       },
     },
+    async issueRefreshToken(ctx, client) {
+      return client.grantTypeAllowed('refresh_token');
+    },
     async extraTokenClaims(ctx, token) {
       if (minted.has(token)) return minted.get(token);
       const account = accounts[token.accountId];
       return account ? { email: account.email } : undefined;
     },
-  });
+  }));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  installOpaqueTestRoutes(provider);
 
   const callback = provider.callback();
   server.on('request', (req, res) => {

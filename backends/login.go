@@ -1,0 +1,125 @@
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// What DialIMAP and DialSMTP share: their error kinds, the checks made before anything is
+// sent, and the redaction of backend text.
+
+var (
+	// ErrUnavailable is wrapped by errors that leave the backend unusable for now: dial, TLS,
+	// timeout, BYE or 421, protocol violations, a temporary refusal of the login, bad
+	// configuration.
+	ErrUnavailable = errors.New("backends: backend unavailable")
+	// ErrRejected is wrapped by errors that reject this user's login: a tagged NO or BAD to the
+	// IMAP login command, an SMTP 535, or a username or secret that cannot be sent at all.
+	ErrRejected = errors.New("backends: backend rejected login")
+)
+
+// maxUsernameLen is the longest username sent to a backend, in bytes.
+const maxUsernameLen = 255
+
+// loginError is the error DialIMAP and DialSMTP return: kind is ErrUnavailable or ErrRejected.
+type loginError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *loginError) Error() string {
+	if e.cause == nil {
+		return e.msg
+	}
+	return e.msg + ": " + e.cause.Error()
+}
+
+func (e *loginError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
+
+// checkUser refuses a username that must never reach the wire: empty, over maxUsernameLen
+// bytes, or with CR, LF or NUL (command injection).
+func checkUser(protocol, user string) error {
+	var reason string
+	switch {
+	case user == "":
+		reason = "username is empty"
+	case len(user) > maxUsernameLen:
+		reason = fmt.Sprintf("username is longer than %d bytes", maxUsernameLen)
+	case strings.ContainsAny(user, "\r\n\x00"):
+		reason = fmt.Sprintf("username %q contains CR, LF or NUL", user)
+	default:
+		return nil
+	}
+	return &loginError{kind: ErrRejected, msg: "backends: not sent to the " + protocol + " backend: " + reason}
+}
+
+// checkCredentials is checkUser, and also refuses a secret that is empty or has NUL (it would
+// split the PLAIN message, RFC 4616 §2, and IMAP literals cannot carry NUL, RFC 9051 §4.3).
+func checkCredentials(protocol, user string, secret Secret) error {
+	if err := checkUser(protocol, user); err != nil {
+		return err
+	}
+	var reason string
+	switch {
+	case secret == "":
+		reason = fmt.Sprintf("secret for %q is empty", user)
+	case strings.IndexByte(secret.Reveal(), 0) >= 0:
+		reason = fmt.Sprintf("secret for %q contains NUL", user)
+	default:
+		return nil
+	}
+	return &loginError{kind: ErrRejected, msg: "backends: not sent to the " + protocol + " backend: " + reason}
+}
+
+// unavailable is the ErrUnavailable error for a failed stage of a dial within ctx; a timeout
+// of ctx is reported as such.
+func unavailable(ctx context.Context, cfg Config, protocol, stage string, err error) error {
+	if ctx != nil {
+		ctxErr := ctx.Err()
+		// The conn deadline equals the ctx deadline and may fire before the ctx's own timer.
+		var ne net.Error
+		if dl, ok := ctx.Deadline(); ctxErr == nil && ok && !time.Now().Before(dl) && errors.As(err, &ne) && ne.Timeout() {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil {
+			err = fmt.Errorf("%w (timeout %v)", ctxErr, cfg.Timeout.D())
+		}
+	}
+	return &loginError{
+		kind:  ErrUnavailable,
+		msg:   fmt.Sprintf("backends: %s backend %s unavailable: %s", protocol, cfg.Address, stage),
+		cause: err,
+	}
+}
+
+// maxTextLen bounds backend text copied into errors.
+const maxTextLen = 200
+
+// sanitize makes backend text safe to log: each of secrets redacted (a backend echoing input
+// must not leak it), control bytes replaced, length bounded.
+func sanitize(s string, secrets ...string) string {
+	for _, x := range secrets {
+		if x != "" {
+			s = strings.ReplaceAll(s, x, redacted)
+		}
+	}
+	if len(s) > maxTextLen {
+		s = s[:maxTextLen] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}

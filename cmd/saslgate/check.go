@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/idpmeta"
+	"github.com/saslgate/saslgate/internal/probe"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy/discovery"
+	"github.com/saslgate/saslgate/tls/certs"
+)
+
+// errChecksFailed makes run exit 1 after the report said what failed.
+type errChecksFailed struct{ failed, total int }
+
+func (e errChecksFailed) Error() string {
+	return fmt.Sprintf("%d of %d checks failed", e.failed, e.total)
+}
+
+// report prints one line per check: "OK   what  detail" or "FAIL what  reason".
+type report struct {
+	w             io.Writer
+	total, failed int
+}
+
+func (r *report) ok(what, format string, args ...any) {
+	r.total++
+	fmt.Fprintf(r.w, "OK   %-9s %s\n", what, fmt.Sprintf(format, args...))
+}
+
+func (r *report) fail(what string, err error) {
+	r.total++
+	r.failed++
+	// Multi-line errors (every config problem) are indented under their check.
+	msg := strings.ReplaceAll(err.Error(), "\n", "\n               ")
+	fmt.Fprintf(r.w, "FAIL %-9s %s\n", what, msg)
+}
+
+func (r *report) check(what string, err error, format string, args ...any) bool {
+	if err != nil {
+		r.fail(what, err)
+		return false
+	}
+	r.ok(what, format, args...)
+	return true
+}
+
+func (r *report) result() error {
+	if r.failed > 0 {
+		return errChecksFailed{r.failed, r.total}
+	}
+	fmt.Fprintf(r.w, "all %d checks passed\n", r.total)
+	return nil
+}
+
+// backendCheck is one backend to reach; SMTP backends join the list as "smtp".
+type backendCheck struct {
+	protocol string // probe.IMAP or probe.SMTP
+	cfg      backends.Config
+}
+
+func configuredBackends(cfg *fileConfig) []backendCheck {
+	return []backendCheck{{probe.IMAP, cfg.IMAP.Backend}}
+}
+
+// checkCmd validates the configuration and reaches everything it names, like `nginx -t`.
+func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/saslgate/saslgate.yaml", "configuration `file`")
+	user := fs.String("user", "", "also log in to each backend as `USER` with that user's secret")
+	timeout := fs.Duration("timeout", 15*time.Second, "bound for each network check")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: saslgate check --config FILE [--user USER]\n\nValidates the configuration, fetches each issuer's metadata and keys, connects to each\nbackend (TLS verified) and, with --user, logs in as that user. One line per check; exit 1 if any failed.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("check: unexpected argument %q", fs.Arg(0))
+	}
+	r := &report{w: stdout}
+	cfg, err := loadConfig(*path)
+	if !r.check("config", err, "%s", *path) {
+		return r.result()
+	}
+
+	store, err := certs.Load(cfg.TLS, nil)
+	if err == nil {
+		err = checkCertificate(store)
+	}
+	r.check("tls", err, "%s", describeCertificate(store))
+
+	for _, ic := range cfg.Tokens.Issuers {
+		checkIssuer(ctx, r, ic, *timeout)
+	}
+
+	secrets, err := backends.NewSecretSource(cfg.Secrets, nil)
+	r.check("secrets", err, "source %s", cfg.Secrets.Source)
+
+	for _, b := range configuredBackends(cfg) {
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		detail, err := checkBackend(cctx, b)
+		cancel()
+		r.check("backend", err, "%s", detail)
+		if *user == "" || secrets == nil || err != nil {
+			continue
+		}
+		cctx, cancel = context.WithTimeout(ctx, *timeout)
+		err = backendLogin(cctx, b, secrets, *user)
+		cancel()
+		r.check("login", err, "%s backend %s accepts %s with the derived secret", b.protocol, b.cfg.Address, *user)
+	}
+
+	if cfg.HTTP.Enabled() {
+		h, err := discovery.New(cfg.HTTP, cfg.Listeners, cfg.Tokens.Issuers, nil, nil)
+		if err == nil {
+			r.ok("http", "%s announces %s", cfg.HTTP.Address, h)
+		} else {
+			r.fail("http", err)
+		}
+	}
+	return r.result()
+}
+
+func checkCertificate(s *certs.Store) error {
+	c := s.Certificate()
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return err
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return fmt.Errorf("certificate %q expired at %s", leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))
+	} else if now.Before(leaf.NotBefore) {
+		return fmt.Errorf("certificate %q is not valid before %s", leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func describeCertificate(s *certs.Store) string {
+	if s == nil {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(s.Certificate().Certificate[0])
+	if err != nil {
+		return ""
+	}
+	names := append([]string(nil), leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return fmt.Sprintf("certificate for %s, valid until %s", strings.Join(names, ", "), leaf.NotAfter.UTC().Format("2006-01-02"))
+}
+
+// checkIssuer fetches the issuer's metadata and, in mode jwt, its keys; in the other modes it
+// checks that the endpoint is known.
+func checkIssuer(ctx context.Context, r *report, ic introspect.IssuerConfig, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client, err := issuerHTTPClient(ic)
+	if err != nil {
+		r.fail("issuer", fmt.Errorf("%s: %w", ic.Issuer, err))
+		return
+	}
+	meta, err := idpmeta.Fetch(ctx, client, discoveryURL(ic), ic.Issuer)
+	if !r.check("issuer", err, "%s: metadata at %s", ic.Issuer, discoveryURL(ic)) {
+		return
+	}
+	switch ic.Mode {
+	case "", "jwt":
+		if meta.JWKSURI == "" {
+			r.fail("keys", fmt.Errorf("%s: the metadata has no jwks_uri", ic.Issuer))
+			return
+		}
+		keys, err := idpmeta.FetchKeys(ctx, client, meta.JWKSURI)
+		if err != nil {
+			r.fail("keys", err)
+			return
+		}
+		algs := ic.Algorithms
+		if len(algs) == 0 {
+			algs = introspect.DefaultAlgorithms
+		}
+		var usable []string
+		for _, k := range keys {
+			if k.Algorithm == "" || slices.Contains(algs, k.Algorithm) {
+				usable = append(usable, fmt.Sprintf("%s kid=%s", cmpOr(k.Algorithm, "any alg"), k.KeyID))
+			}
+		}
+		if len(usable) == 0 {
+			r.fail("keys", fmt.Errorf("%s: none of the %d keys at %s is for an accepted algorithm (%s)", ic.Issuer, len(keys), meta.JWKSURI, strings.Join(algs, ", ")))
+			return
+		}
+		r.ok("keys", "%s: %d signing key(s) at %s: %s", ic.Issuer, len(usable), meta.JWKSURI, strings.Join(usable, "; "))
+	case "introspection":
+		ep := cmpOr(ic.IntrospectionEndpoint, meta.IntrospectionEndpoint)
+		if ep == "" {
+			r.fail("endpoint", fmt.Errorf("%s: no introspection_endpoint configured or in the metadata", ic.Issuer))
+			return
+		}
+		r.ok("endpoint", "%s: introspection at %s", ic.Issuer, ep)
+	case "userinfo":
+		ep := cmpOr(ic.UserinfoEndpoint, meta.UserinfoEndpoint)
+		if ep == "" {
+			r.fail("endpoint", fmt.Errorf("%s: no userinfo_endpoint configured or in the metadata", ic.Issuer))
+			return
+		}
+		r.ok("endpoint", "%s: userinfo at %s", ic.Issuer, ep)
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// checkBackend connects to the backend as saslgate would (TLS verified), reads its greeting
+// and capabilities, and checks that the configured login method is offered.
+func checkBackend(ctx context.Context, b backendCheck) (string, error) {
+	tc, err := backendTLSConfig(b.cfg)
+	if err != nil {
+		return "", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err)
+	}
+	res, err := probe.Run(ctx, probe.Options{
+		Target:    probe.Target{Protocol: b.protocol, TLS: b.cfg.TLS, Address: b.cfg.Address},
+		TLSConfig: tc,
+		EHLOName:  b.cfg.Hostname,
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err)
+	}
+	login := cmpOr(b.cfg.Login, backends.LoginPlain)
+	var missing string
+	switch {
+	case b.protocol == probe.IMAP && login == backends.LoginPlain && !hasWord(res.Capabilities, "AUTH=PLAIN"):
+		missing = "AUTH=PLAIN"
+	case b.protocol == probe.IMAP && login == backends.LoginLogin && hasWord(res.Capabilities, "LOGINDISABLED"):
+		missing = "LOGIN (it advertises LOGINDISABLED)"
+	case b.protocol == probe.SMTP && login == backends.LoginPlain && !smtpOffers(res.Capabilities, "AUTH", "PLAIN"):
+		missing = "AUTH PLAIN"
+	case b.protocol == probe.SMTP && login == backends.LoginLogin && !smtpOffers(res.Capabilities, "AUTH", "LOGIN"):
+		missing = "AUTH LOGIN"
+	case b.protocol == probe.SMTP && login == backends.LoginXClient && !smtpOffers(res.Capabilities, "XCLIENT", "LOGIN"):
+		missing = "XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"
+	}
+	if missing != "" {
+		return "", fmt.Errorf("%s backend %s does not offer %s, needed for login: %s", b.protocol, b.cfg.Address, missing, login)
+	}
+	tlsNote := "no TLS"
+	if res.TLS != nil {
+		tlsNote = fmt.Sprintf("%s, certificate verified for %s", tls.VersionName(res.TLS.Version), tc.ServerName)
+		if tc.InsecureSkipVerify {
+			tlsNote = tls.VersionName(res.TLS.Version) + ", certificate NOT verified (insecure_skip_verify)"
+		}
+	}
+	return fmt.Sprintf("%s backend %s (tls %s): %s; offers login %s", b.protocol, b.cfg.Address, b.cfg.TLS, tlsNote, login), nil
+}
+
+// backendTLSConfig mirrors the backends package's client TLS settings: server_name (default
+// the host of address), ca_file added to the system roots, insecure_skip_verify.
+func backendTLSConfig(c backends.Config) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if tc.ServerName == "" {
+		tc.ServerName = hostOf(c.Address)
+	}
+	return tc, nil
+}
+
+func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSource, user string) error {
+	secret, err := secrets.Secret(ctx, user)
+	if err != nil {
+		return err
+	}
+	switch b.protocol {
+	case probe.IMAP:
+		sess, err := backends.DialIMAP(ctx, b.cfg, user, secret)
+		if err != nil {
+			return err
+		}
+		return sess.Close()
+	}
+	return errors.New("login check not implemented for " + b.protocol)
+}
+
+func hasWord(words []string, w string) bool {
+	return slices.ContainsFunc(words, func(x string) bool { return strings.EqualFold(x, w) })
+}
+
+// smtpOffers reports whether an EHLO keyword line (e.g. "AUTH PLAIN LOGIN") offers param.
+func smtpOffers(exts []string, keyword, param string) bool {
+	for _, e := range exts {
+		f := strings.Fields(e)
+		if len(f) > 0 && strings.EqualFold(f[0], keyword) && hasWord(f[1:], param) {
+			return true
+		}
+	}
+	return false
+}
+
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}

@@ -1,0 +1,62 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Config is the "http" section of the configuration file: the listener for client
+// auto-configuration. The section is optional; without an address nothing listens.
+type Config struct {
+	// Address is the host:port to listen on, e.g. "0.0.0.0:443" or, behind a TLS-terminating
+	// load balancer, "0.0.0.0:8080".
+	Address string `yaml:"address"`
+	// TLS serves HTTPS with the certificate of the "tls" section. WebFinger must be reached
+	// over HTTPS (RFC 7033 §4) and Thunderbird fetches autoconfig over HTTPS first: without
+	// TLS here, something in front must terminate it.
+	TLS bool `yaml:"tls"`
+	// Domains are the mail domains served: the autoconfig document's domains, and the only
+	// domains of acct: URIs WebFinger answers for. Required with Address.
+	Domains []string `yaml:"domains"`
+	// DisplayName is the provider name shown by mail clients (default the first domain).
+	DisplayName string `yaml:"display_name"`
+	// Scope is the OAuth scope clients should ask for, announced in the autoconfig document
+	// (default "openid offline_access" plus every scope the issuer requires for IMAP or SMTP).
+	Scope string `yaml:"scope"`
+}
+
+// Enabled reports whether the HTTP listener is configured.
+func (c Config) Enabled() bool { return c.Address != "" }
+
+// Validate reports every problem, each naming its field ("http.domains").
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		if len(c.Domains) > 0 || c.TLS || c.DisplayName != "" || c.Scope != "" {
+			return errors.New("http.address: required when other http settings are given")
+		}
+		return nil
+	}
+	var errs []error
+	if _, port, err := net.SplitHostPort(c.Address); err != nil || port == "" {
+		errs = append(errs, fmt.Errorf("http.address %q: want host:port", c.Address))
+	}
+	if len(c.Domains) == 0 {
+		errs = append(errs, errors.New("http.domains: at least one mail domain is required"))
+	}
+	for i, d := range c.Domains {
+		if d == "" || strings.ContainsAny(d, "@/:?# \t\r\n") || strings.Trim(d, ".") != d {
+			errs = append(errs, fmt.Errorf("http.domains[%d] %q: want a domain name like example.com", i, d))
+		}
+	}
+	for _, s := range strings.Fields(c.Scope) {
+		for _, r := range s {
+			if r < 0x21 || r == '"' || r == '\\' || r > 0x7e {
+				errs = append(errs, fmt.Errorf("http.scope: %q is not a scope token (RFC 6749 §3.3)", s))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

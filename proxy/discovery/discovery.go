@@ -1,0 +1,363 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/idpmeta"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// Paths served.
+const (
+	AutoconfigPath          = "/mail/config-v1.1.xml"
+	WellKnownAutoconfigPath = "/.well-known/autoconfig/mail/config-v1.1.xml"
+	WebFingerPath           = "/.well-known/webfinger"
+
+	// IssuerRel is the WebFinger link relation of OpenID Connect Discovery 1.0 §2.
+	IssuerRel = "http://openid.net/specs/connect/1.0/issuer"
+)
+
+// metadataTTL is how long an issuer's endpoints are reused; failures are retried after a
+// short while.
+const (
+	metadataTTL      = time.Hour
+	metadataRetry    = 30 * time.Second
+	metadataDeadline = 10 * time.Second
+)
+
+// MetadataFunc reads an issuer's metadata (authorization and token endpoints); see
+// idpmeta.Fetch.
+type MetadataFunc func(ctx context.Context, is introspect.IssuerConfig) (*idpmeta.Metadata, error)
+
+// Handler serves autoconfig and WebFinger. Build it with New.
+type Handler struct {
+	cfg       Config
+	servers   []server
+	issuers   []introspect.IssuerConfig
+	metadata  MetadataFunc
+	log       *slog.Logger
+	now       func() time.Time
+	mux       *http.ServeMux
+	mu        sync.Mutex
+	endpoints map[string]cachedMeta // by issuer
+}
+
+type cachedMeta struct {
+	m     *idpmeta.Metadata
+	until time.Time
+}
+
+// server is one announced listener.
+type server struct {
+	protocol string // "imap" or "smtp"
+	host     string
+	port     int
+	tls      string // proxy.TLSImplicit or proxy.TLSStartTLS
+}
+
+// New returns the handler for cfg. Listeners are announced with their public_host and
+// public_port (the bound port when unset); listeners without public_host are not announced,
+// and at least one must have it. metadata may be nil: the autoconfig document then names no
+// OAuth endpoints. A nil logger discards.
+func New(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.IssuerConfig, metadata MetadataFunc, logger *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(issuers) == 0 {
+		return nil, errors.New("discovery: no issuer")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, issuers: issuers, metadata: metadata, log: logger, now: time.Now, endpoints: map[string]cachedMeta{}}
+	for _, l := range listeners {
+		if l.PublicHost == "" {
+			continue
+		}
+		port := l.PublicPort
+		if port == 0 {
+			_, p, _ := net.SplitHostPort(l.Address)
+			port, _ = strconv.Atoi(p)
+		}
+		h.servers = append(h.servers, server{protocol: l.Protocol, host: l.PublicHost, port: port, tls: l.TLS})
+	}
+	if len(h.servers) == 0 {
+		return nil, errors.New("discovery: no listener has a public_host to announce (http needs one)")
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc(AutoconfigPath, h.autoconfig)
+	h.mux.HandleFunc(WellKnownAutoconfigPath, h.autoconfig)
+	h.mux.HandleFunc(WebFingerPath, h.webfinger)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// domainOf returns the configured domain an address is in, ASCII case-insensitively.
+func (h *Handler) domainOf(addr string) (string, bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 || at == len(addr)-1 {
+		return "", false
+	}
+	for _, d := range h.cfg.Domains {
+		if strings.EqualFold(addr[at+1:], d) {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+// issuersFor are the issuers for a domain: those whose username.allowed_domains lists it, and
+// those that restrict no domain, in configuration order.
+func (h *Handler) issuersFor(domain string) []introspect.IssuerConfig {
+	var out []introspect.IssuerConfig
+	for _, is := range h.issuers {
+		allowed := is.Username.AllowedDomains
+		if len(allowed) == 0 || slices.ContainsFunc(allowed, func(d string) bool { return strings.EqualFold(d, domain) }) {
+			out = append(out, is)
+		}
+	}
+	return out
+}
+
+// webfinger answers RFC 7033 §4 queries for acct:user@domain with the issuer relation.
+func (h *Handler) webfinger(w http.ResponseWriter, r *http.Request) {
+	// RFC 7033 §5: servers should allow cross-origin queries.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	q := r.URL.Query()
+	resource := q.Get("resource")
+	if resource == "" || len(q["resource"]) > 1 {
+		// RFC 7033 §4.2: a missing (or ambiguous) resource is a bad request.
+		http.Error(w, "exactly one resource parameter is required", http.StatusBadRequest)
+		return
+	}
+	addr, ok := acctAddress(resource)
+	if !ok {
+		http.Error(w, "only acct: resources are known here", http.StatusNotFound)
+		return
+	}
+	domain, ok := h.domainOf(addr)
+	if !ok {
+		http.Error(w, "not a domain served here", http.StatusNotFound)
+		return
+	}
+	issuers := h.issuersFor(domain)
+	if len(issuers) == 0 {
+		http.Error(w, "no issuer for this domain", http.StatusNotFound)
+		return
+	}
+	// RFC 7033 §4.3: with rel parameters, only links of those relations are returned.
+	rels := q["rel"]
+	jrd := struct {
+		Subject string `json:"subject"`
+		Links   []link `json:"links"`
+	}{Subject: resource, Links: []link{}}
+	if len(rels) == 0 || slices.Contains(rels, IssuerRel) {
+		for _, is := range issuers {
+			jrd.Links = append(jrd.Links, link{Rel: IssuerRel, Href: is.Issuer})
+		}
+	}
+	w.Header().Set("Content-Type", "application/jrd+json")
+	_ = json.NewEncoder(w).Encode(jrd)
+}
+
+type link struct {
+	Rel  string `json:"rel"`
+	Href string `json:"href"`
+}
+
+// acctAddress returns user@host of an acct: URI (RFC 7565 §7: the userpart may be
+// percent-encoded).
+func acctAddress(resource string) (string, bool) {
+	rest, ok := strings.CutPrefix(resource, "acct:")
+	if !ok {
+		if len(resource) > 5 && strings.EqualFold(resource[:5], "acct:") {
+			rest = resource[5:]
+		} else {
+			return "", false
+		}
+	}
+	addr, err := url.PathUnescape(rest)
+	if err != nil || strings.ContainsAny(addr, "\x00\r\n/ ") {
+		return "", false
+	}
+	return addr, true
+}
+
+// clientConfig is Thunderbird's config-v1.1.xml (the ISPDB format).
+type clientConfig struct {
+	XMLName  xml.Name      `xml:"clientConfig"`
+	Version  string        `xml:"version,attr"`
+	Provider emailProvider `xml:"emailProvider"`
+	OAuth2   *oauth2       `xml:"oAuth2,omitempty"`
+}
+
+type emailProvider struct {
+	ID               string      `xml:"id,attr"`
+	Domains          []string    `xml:"domain"`
+	DisplayName      string      `xml:"displayName"`
+	DisplayShortName string      `xml:"displayShortName"`
+	Incoming         []xmlServer `xml:"incomingServer"`
+	Outgoing         []xmlServer `xml:"outgoingServer"`
+}
+
+type xmlServer struct {
+	Type           string `xml:"type,attr"`
+	Hostname       string `xml:"hostname"`
+	Port           int    `xml:"port"`
+	SocketType     string `xml:"socketType"`
+	Authentication string `xml:"authentication"`
+	Username       string `xml:"username"`
+}
+
+type oauth2 struct {
+	Issuer   string `xml:"issuer"`
+	Scope    string `xml:"scope"`
+	AuthURL  string `xml:"authURL"`
+	TokenURL string `xml:"tokenURL"`
+}
+
+// Thunderbird's placeholders for the address the user typed.
+const (
+	emailAddress   = "%EMAILADDRESS%"
+	emailLocalPart = "%EMAILLOCALPART%"
+)
+
+func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request) {
+	domain := h.cfg.Domains[0]
+	// Thunderbird adds ?emailaddress=<what the user typed>.
+	if addr := r.URL.Query().Get("emailaddress"); addr != "" {
+		d, ok := h.domainOf(addr)
+		if !ok {
+			http.Error(w, "not a domain served here", http.StatusNotFound)
+			return
+		}
+		domain = d
+	}
+	issuers := h.issuersFor(domain)
+	if len(issuers) == 0 {
+		http.Error(w, "no issuer for this domain", http.StatusNotFound)
+		return
+	}
+	is := issuers[0]
+	// The SASL authzid clients send must equal the mapped username (proxy.Authorize).
+	username := emailAddress
+	if is.Username.StripDomain {
+		username = emailLocalPart
+	}
+	name := h.cfg.DisplayName
+	if name == "" {
+		name = domain
+	}
+	doc := clientConfig{Version: "1.1", Provider: emailProvider{
+		ID: domain, Domains: h.cfg.Domains, DisplayName: name, DisplayShortName: name,
+	}}
+	for _, s := range h.servers {
+		x := xmlServer{Type: s.protocol, Hostname: s.host, Port: s.port, SocketType: "SSL", Authentication: "OAuth2", Username: username}
+		if s.tls == proxy.TLSStartTLS {
+			x.SocketType = "STARTTLS"
+		}
+		if s.protocol == "smtp" {
+			doc.Provider.Outgoing = append(doc.Provider.Outgoing, x)
+		} else {
+			doc.Provider.Incoming = append(doc.Provider.Incoming, x)
+		}
+	}
+	if m := h.issuerMetadata(r.Context(), is); m != nil {
+		doc.OAuth2 = &oauth2{Issuer: issuerHost(is.Issuer), Scope: h.scope(is), AuthURL: m.AuthorizationEndpoint, TokenURL: m.TokenEndpoint}
+	}
+	body, err := xml.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml; charset=utf-8")
+	_, _ = w.Write([]byte(xml.Header))
+	_, _ = w.Write(body)
+	_, _ = w.Write([]byte("\n"))
+}
+
+// issuerHost is the issuer as Thunderbird names OAuth providers: by host name.
+func issuerHost(issuer string) string {
+	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return issuer
+}
+
+// scope is the configured scope, or what the issuer requires for IMAP and SMTP plus
+// openid and offline_access (a refresh token, so clients need not ask the user again).
+func (h *Handler) scope(is introspect.IssuerConfig) string {
+	if h.cfg.Scope != "" {
+		return h.cfg.Scope
+	}
+	scopes := []string{"openid", "offline_access"}
+	for _, proto := range []string{"imap", "smtp"} {
+		for _, s := range is.Scopes[proto] {
+			if !slices.Contains(scopes, s) {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	return strings.Join(scopes, " ")
+}
+
+// issuerMetadata returns the issuer's cached metadata, fetching it when missing or old; nil
+// when it cannot be had now.
+func (h *Handler) issuerMetadata(ctx context.Context, is introspect.IssuerConfig) *idpmeta.Metadata {
+	if h.metadata == nil {
+		return nil
+	}
+	now := h.now()
+	h.mu.Lock()
+	c, ok := h.endpoints[is.Issuer]
+	h.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.m
+	}
+	ctx, cancel := context.WithTimeout(ctx, metadataDeadline)
+	defer cancel()
+	m, err := h.metadata(ctx, is)
+	until := now.Add(metadataTTL)
+	if err != nil {
+		h.log.Warn("discovery: reading issuer metadata failed; autoconfig names no OAuth endpoints", "issuer", is.Issuer, "reason", err)
+		m, until = c.m, now.Add(metadataRetry) // keep what was known
+	} else if m.AuthorizationEndpoint == "" || m.TokenEndpoint == "" {
+		h.log.Warn("discovery: issuer metadata lacks authorization_endpoint or token_endpoint", "issuer", is.Issuer)
+	}
+	h.mu.Lock()
+	h.endpoints[is.Issuer] = cachedMeta{m: m, until: until}
+	h.mu.Unlock()
+	return m
+}
+
+// String describes the announced servers, for the startup log.
+func (h *Handler) String() string {
+	var parts []string
+	for _, s := range h.servers {
+		parts = append(parts, fmt.Sprintf("%s %s:%d (%s)", s.protocol, s.host, s.port, s.tls))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,7 @@
+// Package discovery serves what mail clients and OAuth clients read to set themselves up for
+// saslgate, on its HTTP listener: Thunderbird's autoconfig document (config-v1.1.xml, at
+// /mail/config-v1.1.xml and /.well-known/autoconfig/mail/config-v1.1.xml) announcing the
+// IMAP and SMTP listeners with OAuth2 authentication and the issuer's endpoints, and
+// WebFinger (RFC 7033 §4) answering the OpenID Connect issuer relation (OpenID Connect
+// Discovery 1.0 §2) for acct: URIs (RFC 7565) of the configured mail domains.
+package discovery

@@ -1,0 +1,404 @@
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("smtp: server closed")
+
+// Server serves one SMTP submission listener. Set the fields, then call Serve.
+type Server struct {
+	// Listener is the socket's configuration: its TLS mode, and the public name and port
+	// OAUTHBEARER host= and port= must match.
+	Listener proxy.ListenerConfig
+	// Config is the SMTP section of the configuration.
+	Config Config
+	// TLSConfig is required: implicit TLS and STARTTLS both need it.
+	TLSConfig *tls.Config
+	// Validator checks access tokens (protocol "smtp").
+	Validator proxy.Validator
+	// Secrets gives each user's backend secret; not used with backend login "xclient".
+	Secrets proxy.SecretSource
+	// Dial logs in to the backend; nil means backends.DialSMTP with Config.Backend.
+	Dial func(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error)
+	// Logger receives connection and authentication events; nil discards them.
+	Logger *slog.Logger
+
+	nextID    atomic.Uint64
+	closing   atomic.Bool
+	ext       atomic.Pointer[backends.Extensions] // from the last successful probe
+	domain    string                              // the greeting's name, set with probing
+	probing   sync.Once
+	stopOnce  sync.Once
+	mu        sync.Mutex
+	done      chan struct{} // closed on Shutdown or Close: stops the probes
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	wg        sync.WaitGroup
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) dial(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error) {
+	if s.Dial != nil {
+		return s.Dial(ctx, user, secret)
+	}
+	return backends.DialSMTP(ctx, s.Config.Backend, user, secret)
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it always returns a non-nil error,
+// ErrServerClosed after a shutdown. The first Serve probes the backend's extensions before
+// accepting, then again every Config.ExtensionsRefresh.
+func (s *Server) Serve(ln net.Listener) error {
+	switch {
+	case s.TLSConfig == nil:
+		return errors.New("smtp: Server.TLSConfig is required")
+	case s.Validator == nil:
+		return errors.New("smtp: Server.Validator is required")
+	case s.Secrets == nil && s.Config.Backend.Login != backends.LoginXClient:
+		return errors.New("smtp: Server.Secrets is required unless the backend login is xclient")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+		s.done = make(chan struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	s.probing.Do(func() {
+		s.domain = s.Config.hostname(s.Listener.PublicHost)
+		go s.refresh(s.probe())
+	})
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if retryableAccept(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logger().Warn("accept failed; backing off", "listener", s.Listener.Name, "reason", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("smtp: accept: %w", err)
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// retryableAccept reports accept errors that pass (out of descriptors, a connection reset
+// before accept), so the loop backs off instead of exiting.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED)
+}
+
+// probe learns the backend's extensions and returns when to probe next.
+func (s *Server) probe() time.Duration {
+	ext, err := backends.ProbeSMTP(context.Background(), s.Config.Backend)
+	if err != nil {
+		s.logger().Warn("backend EHLO probe failed; announcing only what saslgate itself offers",
+			"listener", s.Listener.Name, "reason", err)
+		return probeRetry
+	}
+	if old := s.ext.Swap(&ext); old == nil || !maps.Equal(*old, ext) {
+		s.logger().Info("backend extensions", "listener", s.Listener.Name, "extensions", ext)
+	}
+	return s.Config.ExtensionsRefresh.Or(DefaultExtensionsRefresh)
+}
+
+func (s *Server) refresh(next time.Duration) {
+	t := time.NewTimer(next)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			t.Reset(s.probe())
+		}
+	}
+}
+
+func (s *Server) extensions() backends.Extensions {
+	if p := s.ext.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// smtpServer is a go-smtp server for one connection, announcing the extensions the backend
+// offered to the last probe, so the list can change between connections without a data race.
+func (s *Server) smtpServer(c *conn) *gosmtp.Server {
+	ext := s.extensions()
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(c.newSession))
+	srv.Domain = s.domain
+	srv.MaxLineLength = s.Config.maxLineLength()
+	srv.MaxMessageBytes = s.Config.maxMessageBytes(ext.Size())
+	// go-smtp would answer AUTH before TLS with 523 5.7.10; session.Auth answers it with
+	// RFC 4954 §6's 538 5.7.11 instead, and AuthMechanisms keeps AUTH out of EHLO until then.
+	srv.AllowInsecureAuth = true
+	srv.EnableSMTPUTF8 = ext.Has("SMTPUTF8")
+	srv.EnableDSN = ext.Has("DSN")
+	// RFC 8689 §4.1: REQUIRETLS only when the next hop is TLS as well.
+	srv.EnableREQUIRETLS = ext.Has("REQUIRETLS") && s.Config.Backend.TLS != "none"
+	srv.WriteTimeout = s.Config.IdleTimeout.Or(DefaultIdleTimeout)
+	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
+	if s.Listener.TLS == proxy.TLSStartTLS {
+		srv.TLSConfig = s.TLSConfig
+	}
+	return srv
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	c := &conn{
+		Conn:    nc,
+		s:       s,
+		preauth: time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
+		idle:    s.Config.IdleTimeout.Or(DefaultIdleTimeout),
+	}
+	id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
+	c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
+// those left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every session at once.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.closeConns()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	if s.done != nil {
+		s.stopOnce.Do(func() { close(s.done) })
+	}
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.abort()
+	}
+}
+
+// conn is one client connection, and the net.Conn go-smtp's server reads (under TLS, if
+// any). Every read has a deadline: the fixed pre-authentication one until AUTH succeeds, then
+// the idle timeout. Close, which go-smtp calls last, unregisters the connection.
+type conn struct {
+	net.Conn // the accepted socket
+	s        *Server
+	log      *slog.Logger
+	preauth  time.Time
+	idle     time.Duration
+
+	authed     atomic.Bool
+	hangup     atomic.Bool                // close once the next reply is written
+	replyTimer atomic.Pointer[time.Timer] // armed while an error challenge awaits its reply
+	closed     sync.Once
+
+	mu      sync.Mutex
+	backend *backends.SMTPSession // closed by abort
+	pending []byte                // read by clientGone, for the next Read
+}
+
+func (c *conn) serve() {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
+			c.Close()
+		}
+	}()
+	var nc net.Conn = c
+	if c.s.Listener.TLS == proxy.TLSImplicit {
+		tc := tls.Server(c, c.s.TLSConfig)
+		_ = c.SetWriteDeadline(c.preauth)
+		if err := tc.Handshake(); err != nil {
+			c.log.Debug("connection ended", "reason", fmt.Errorf("smtp: TLS handshake: %w", err))
+			c.Close()
+			return
+		}
+		nc = tc
+	}
+	// go-smtp serves the connection on its own goroutine; Serve returns once the one-shot
+	// listener reports itself closed.
+	_ = c.s.smtpServer(c).Serve(&oneConn{c: nc})
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
+	c.mu.Unlock()
+	deadline := c.preauth
+	if c.authed.Load() {
+		deadline = time.Now().Add(c.idle)
+	}
+	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.disarm() // the client answered whatever it was asked
+	}
+	return n, err
+}
+
+// clientGone reports whether the client has closed its end, waiting up to d for its FIN; bytes
+// that arrive instead are kept for the next Read. Nothing else may read meanwhile.
+func (c *conn) clientGone(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var buf [512]byte
+	_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+	n, err := c.Conn.Read(buf[:])
+	c.pending = append(c.pending, buf[:n]...)
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.hangup.Load() {
+		c.Conn.Close()
+	}
+	return n, err
+}
+
+// Close closes the socket and unregisters the connection.
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.disarm()
+	c.closed.Do(func() { c.s.forget(c) })
+	return err
+}
+
+// abort closes the socket and the backend connection, for Server.Close; go-smtp then sees
+// its reads fail and ends the session.
+func (c *conn) abort() {
+	c.Conn.Close()
+	c.mu.Lock()
+	if c.backend != nil {
+		c.backend.Close()
+	}
+	c.mu.Unlock()
+}
+
+// hangUp makes the next reply the last (RFC 5321 §3.8: after a 421 the server closes).
+func (c *conn) hangUp() { c.hangup.Store(true) }
+
+func (c *conn) setBackend(be *backends.SMTPSession) {
+	c.mu.Lock()
+	c.backend = be
+	c.mu.Unlock()
+}
+
+// arm runs f after d unless the client sends something first.
+func (c *conn) arm(d time.Duration, f func()) {
+	if old := c.replyTimer.Swap(time.AfterFunc(d, f)); old != nil {
+		old.Stop()
+	}
+}
+
+func (c *conn) disarm() {
+	if t := c.replyTimer.Swap(nil); t != nil {
+		t.Stop()
+	}
+}
+
+// oneConn is a listener holding one connection: go-smtp's Serve takes it and then, told the
+// listener is closed, returns. saslgate runs its own accept loop so each connection gets a
+// go-smtp server configured for it and a place in the Server's registry.
+type oneConn struct{ c net.Conn }
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	c := l.c
+	if c == nil {
+		return nil, net.ErrClosed
+	}
+	l.c = nil
+	return c, nil
+}
+
+func (l *oneConn) Close() error   { return nil }
+func (l *oneConn) Addr() net.Addr { return &net.TCPAddr{} }
