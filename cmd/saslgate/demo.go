@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/demoissuer"
@@ -37,6 +38,8 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	imaps := fs.String("imaps", "127.0.0.1:9993", "IMAP implicit-TLS listen `address`")
 	imapSTARTTLS := fs.String("imap", "127.0.0.1:9143", "IMAP STARTTLS listen `address`")
+	smtps := fs.String("smtps", "127.0.0.1:9465", "SMTP submission implicit-TLS listen `address`")
+	submission := fs.String("submission", "127.0.0.1:9587", "SMTP submission STARTTLS listen `address`")
 	issuerAddr := fs.String("issuer", "127.0.0.1:9980", "demo issuer listen `address`")
 	verbose := fs.Bool("v", false, "log every connection")
 	if err := fs.Parse(args); err != nil {
@@ -77,13 +80,24 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	mem := imapmemserver.New()
+	submissionBackend := &demoSubmission{key: key, mailboxes: map[string]*imapmemserver.User{}}
 	for user := range demoUsers {
 		u := imapmemserver.NewUser(user, backends.DeriveSecret(key, user).Reveal())
 		if err := seedInbox(u, user); err != nil {
 			return err
 		}
 		mem.AddUser(u)
+		submissionBackend.mailboxes[user] = u
 	}
+	smtpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	smtpBackend := gosmtp.NewServer(submissionBackend)
+	smtpBackend.Domain = "demo-backend.localhost"
+	smtpBackend.AllowInsecureAuth = true // loopback only, inside this process
+	go smtpBackend.Serve(smtpLn)
+	defer smtpBackend.Close()
 	backendLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -112,6 +126,8 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Listeners: []proxy.ListenerConfig{
 			{Name: "imaps", Protocol: "imap", Address: *imaps, TLS: proxy.TLSImplicit},
 			{Name: "imap", Protocol: "imap", Address: *imapSTARTTLS, TLS: proxy.TLSStartTLS},
+			{Name: "smtps", Protocol: "smtp", Address: *smtps, TLS: proxy.TLSImplicit},
+			{Name: "submission", Protocol: "smtp", Address: *submission, TLS: proxy.TLSStartTLS},
 		},
 		Secrets: backends.SecretsConfig{Source: "hmac", HMACKeyFile: keyFile},
 		Tokens: introspect.Config{Issuers: []introspect.IssuerConfig{{
@@ -122,7 +138,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}}},
 	}
 	cfg.IMAP.Backend = backends.Config{Address: backendLn.Addr().String(), TLS: "none"}
-	if err := errors.Join(cfg.Secrets.Validate(), cfg.Tokens.Validate(), cfg.IMAP.Validate()); err != nil {
+	cfg.SMTP.Backend = backends.Config{Address: smtpLn.Addr().String(), TLS: "none", Hostname: "saslgate-demo.localhost"}
+	cfg.SMTP.Hostname = "saslgate-demo.localhost"
+	if err := errors.Join(cfg.Secrets.Validate(), cfg.Tokens.Validate(), cfg.IMAP.Validate(), cfg.SMTP.Validate()); err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
 	}
 	g, err := startGateway(ctx, cfg, certs.FromCertificate(cert), logger)
@@ -136,6 +154,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	err = demoText.Execute(stdout, map[string]string{
 		"Issuer": issuerURL, "IMAPS": g.addrs["imaps"].String(), "IMAP": g.addrs["imap"].String(),
+		"SMTPS": g.addrs["smtps"].String(), "Submission": g.addrs["submission"].String(),
 		"CA": caFile, "Token": token,
 	})
 	if err != nil {
@@ -147,9 +166,16 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return g.shutdown(sctx)
 }
 
-type literal struct{ *strings.Reader }
+// literal is an in-memory message for imapmemserver's Append.
+type literal struct {
+	r interface {
+		io.Reader
+		Size() int64
+	}
+}
 
-func (l literal) Size() int64 { return l.Reader.Size() }
+func (l literal) Read(b []byte) (int, error) { return l.r.Read(b) }
+func (l literal) Size() int64                { return l.r.Size() }
 
 func seedInbox(u *imapmemserver.User, user string) error {
 	if err := u.Create("INBOX", nil); err != nil {
@@ -173,6 +199,8 @@ var demoText = template.Must(template.New("demo").Parse(`saslgate demo is runnin
   demo issuer      {{.Issuer}}  (password grant: alice/alice, bob/bob)
   IMAPS            {{.IMAPS}}
   IMAP + STARTTLS  {{.IMAP}}
+  SMTPS            {{.SMTPS}}
+  Submission       {{.Submission}}  (STARTTLS)
   CA certificate   {{.CA}}
 
 A token for alice (valid one hour):
@@ -191,6 +219,11 @@ curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" 'imaps://{{.IMAPS}}
 The same over STARTTLS:
 
 curl --cacert {{.CA}} --ssl-reqd --user alice: --oauth2-bearer "$TOKEN" imap://{{.IMAP}}/
+
+Send alice a message through the SMTP side (OAUTHBEARER), then list INBOX again: it holds two.
+
+printf 'From: alice@example.com\r\nTo: alice@example.com\r\nSubject: Sent through saslgate\r\n\r\nHello.\r\n' | curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" --mail-from alice@example.com --mail-rcpt alice@example.com --upload-file - smtps://{{.SMTPS}}
+curl --cacert {{.CA}} --user alice: --oauth2-bearer "$TOKEN" 'imaps://{{.IMAPS}}/INBOX?ALL'
 
 With python imaplib (XOAUTH2):
 

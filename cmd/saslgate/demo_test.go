@@ -26,7 +26,7 @@ func TestDemoCommandsWorkAsPrinted(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- demoCmd(ctx, []string{"--imaps", "127.0.0.1:0", "--imap", "127.0.0.1:0", "--issuer", "127.0.0.1:0"}, pw, io.Discard)
+		done <- demoCmd(ctx, []string{"--imaps", "127.0.0.1:0", "--imap", "127.0.0.1:0", "--smtps", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--issuer", "127.0.0.1:0"}, pw, io.Discard)
 		pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -43,7 +43,7 @@ func TestDemoCommandsWorkAsPrinted(t *testing.T) {
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
-		case strings.HasPrefix(line, "curl "), strings.HasPrefix(line, `TOKEN="$TOKEN" python3`):
+		case strings.HasPrefix(line, "curl "), strings.HasPrefix(line, "printf "), strings.HasPrefix(line, `TOKEN="$TOKEN" python3`):
 			commands = append(commands, line)
 		case strings.HasPrefix(line, "TOKEN=$("):
 			fetchToken = line
@@ -55,10 +55,12 @@ func TestDemoCommandsWorkAsPrinted(t *testing.T) {
 		}
 	}
 	go io.Copy(io.Discard, pr)
-	if tokenLine == "" || fetchToken == "" || len(commands) != 4 {
+	if tokenLine == "" || fetchToken == "" || len(commands) != 6 {
 		t.Fatalf("demo output lacks the token or commands: token=%q fetch=%q commands=%q", tokenLine, fetchToken, commands)
 	}
-	want := []string{`"/" INBOX`, "Hello alice, you logged in with an OAuth 2.0 access token.", `"/" INBOX`, "Subject: Welcome to saslgate"}
+	// In printed order: list, fetch, list over STARTTLS, send through SMTP (no
+	// output), search INBOX (the welcome message and what was sent), python.
+	want := []string{`"/" INBOX`, "Hello alice, you logged in with an OAuth 2.0 access token.", `"/" INBOX`, "", "* SEARCH 1 2", "Subject: Welcome to saslgate"}
 	for _, tokenSource := range []string{tokenLine, fetchToken} {
 		for i, cmd := range commands {
 			script := "set -e\n" + tokenSource + "\n" + cmd + "\n"
