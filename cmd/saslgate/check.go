@@ -18,6 +18,7 @@ import (
 	"github.com/saslgate/saslgate/internal/idpmeta"
 	"github.com/saslgate/saslgate/internal/probe"
 	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/discovery"
 	"github.com/saslgate/saslgate/tls/certs"
 )
@@ -72,7 +73,18 @@ type backendCheck struct {
 }
 
 func configuredBackends(cfg *fileConfig) []backendCheck {
-	return []backendCheck{{probe.IMAP, cfg.IMAP.Backend}}
+	var out []backendCheck
+	for _, proto := range []string{probe.IMAP, probe.SMTP} {
+		if !slices.ContainsFunc(cfg.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == proto }) {
+			continue
+		}
+		if proto == probe.IMAP {
+			out = append(out, backendCheck{proto, cfg.IMAP.Backend})
+		} else {
+			out = append(out, backendCheck{proto, cfg.SMTP.Backend})
+		}
+	}
+	return out
 }
 
 // checkCmd validates the configuration and reaches everything it names, like `nginx -t`.
@@ -304,6 +316,12 @@ func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSo
 	switch b.protocol {
 	case probe.IMAP:
 		sess, err := backends.DialIMAP(ctx, b.cfg, user, secret)
+		if err != nil {
+			return err
+		}
+		return sess.Close()
+	case probe.SMTP:
+		sess, err := backends.DialSMTP(ctx, b.cfg, user, secret)
 		if err != nil {
 			return err
 		}
