@@ -51,7 +51,7 @@ func TestAuthorize(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := Authorize(context.Background(), alice, l, "imap", tc.creds)
+			id, err := Authorize(context.Background(), alice, l, Conn{}, "imap", tc.creds)
 			var f *sasl.Failure
 			switch {
 			case tc.status == "":
@@ -69,7 +69,7 @@ func TestAuthorize(t *testing.T) {
 			}
 		})
 	}
-	_, err := Authorize(context.Background(), alice, l, "imap", sasl.Credentials{Token: "noscope", CBFlag: 'n'})
+	_, err := Authorize(context.Background(), alice, l, Conn{}, "imap", sasl.Credentials{Token: "noscope", CBFlag: 'n'})
 	var f *sasl.Failure
 	if errors.As(err, &f); f.Scope != "email imap" || f.OpenIDConfiguration != "https://idp/.well-known/openid-configuration" {
 		t.Errorf("insufficient_scope failure carries scope %q and openid-configuration %q", f.Scope, f.OpenIDConfiguration)

@@ -78,6 +78,13 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
 	var lns []net.Listener
 	for _, l := range cfg.Listeners {
+		// client_ca_file is read here so that a bad one stops the start, not one listener.
+		if _, err := l.ServerTLS(store.TLSConfig()); err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, err
+		}
 		ln, err := net.Listen("tcp", l.Address)
 		if err != nil {
 			for _, ln := range lns {

@@ -80,7 +80,7 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var user string
 	for _, proto := range protos {
 		// The same call the listeners make, with no host/port kvpairs and no binding.
-		id, err := proxy.Authorize(ctx, v, proxy.ListenerConfig{}, proto, sasl.Credentials{
+		id, err := proxy.Authorize(ctx, v, proxy.ListenerConfig{}, proxy.Conn{}, proto, sasl.Credentials{
 			Mechanism: sasl.OAuthBearer, Token: token, AuthzID: *authzid, CBFlag: 'n',
 		})
 		if err != nil {

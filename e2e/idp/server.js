@@ -25,6 +25,8 @@
 //       ttl      lifetime in seconds (default 3600)
 //       age      seconds to shift iat into the past (expired: age > ttl)
 //       resource urn:saslgate (default) or urn:saslgate:opaque (see below)
+//       cert     PEM client certificate: the token is certificate-bound (RFC 8705 §3), see
+//                the issue #5 block below
 //     Response: {"access_token": "...", "iat": n, "exp": n}.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -94,6 +96,7 @@ async function mint(provider, body) {
     exp,
   });
   minted.set(token, body.claims ?? { email: accounts[sub]?.email ?? `${sub}@example.com` });
+  bindToCertificate(token, body);
   const value = await token.save();
   return { access_token: value, iat, exp };
 }
@@ -199,6 +202,18 @@ function installOpaqueTestRoutes(provider) {
   });
 }
 // ---- end of the issue #4 block ----
+
+// ---- Certificate-bound access tokens (saslgate issue #5) ----
+// /test/mint with "cert" (a PEM certificate) binds the token the way oidc-provider's
+// mTLS feature (certificateBoundAccessTokens) binds one at its token endpoint:
+// AccessToken.setThumbprint('x5t', cert), so the provider's own code computes
+// x5t#S256 and its JWT format and introspection response carry cnf.x5t#S256. The
+// token endpoint's TLS client authentication is skipped: this server speaks plain
+// HTTP on loopback, and what saslgate sees is the token, not how it was obtained.
+function bindToCertificate(token, body) {
+  if (body.cert) token.setThumbprint('x5t', body.cert);
+}
+// ---- end of the issue #5 block ----
 
 async function main() {
   const port = Number(process.argv[2] ?? process.env.PORT ?? 0);

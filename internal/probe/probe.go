@@ -3,14 +3,10 @@ package probe
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/url"
@@ -19,6 +15,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/tls/binding"
 )
 
 // Protocols and TLS modes of a Target.
@@ -33,8 +30,8 @@ const (
 
 // Channel-binding types Options.ChannelBinding accepts.
 const (
-	TLSExporter       = "tls-exporter"         // RFC 9266, TLS 1.3 only
-	TLSServerEndPoint = "tls-server-end-point" // RFC 5929 §4
+	TLSExporter       = binding.TLSExporter       // RFC 9266, TLS 1.3 only
+	TLSServerEndPoint = binding.TLSServerEndPoint // RFC 5929 §4
 )
 
 // DefaultTimeout bounds a whole Run when Options.Timeout is zero.
@@ -355,35 +352,9 @@ func bindingData(st *tls.ConnectionState, typ string) ([]byte, error) {
 	if st == nil {
 		return nil, errors.New("probe: channel binding needs TLS")
 	}
-	switch typ {
-	case TLSExporter:
-		// RFC 9266 §2; SPECS.md: TLS 1.3 only.
-		if st.Version != tls.VersionTLS13 {
-			return nil, fmt.Errorf("probe: tls-exporter needs TLS 1.3, the connection has %s", tls.VersionName(st.Version))
-		}
-		return st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
-	case TLSServerEndPoint:
-		return ServerEndPoint(st.PeerCertificates[0])
+	data, err := binding.Data(*st, typ)
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
 	}
-	return nil, fmt.Errorf("probe: unknown channel binding %q", typ)
-}
-
-// ServerEndPoint returns the RFC 5929 §4.1 tls-server-end-point data of a server certificate:
-// its DER hashed with the certificate's signature hash, SHA-256 when that is MD5 or SHA-1.
-func ServerEndPoint(cert *x509.Certificate) ([]byte, error) {
-	var h hash.Hash
-	switch cert.SignatureAlgorithm {
-	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1,
-		x509.SHA256WithRSA, x509.SHA256WithRSAPSS, x509.ECDSAWithSHA256, x509.DSAWithSHA256:
-		h = sha256.New()
-	case x509.SHA384WithRSA, x509.SHA384WithRSAPSS, x509.ECDSAWithSHA384:
-		h = sha512.New384()
-	case x509.SHA512WithRSA, x509.SHA512WithRSAPSS, x509.ECDSAWithSHA512:
-		h = sha512.New()
-	default:
-		// Ed25519 has no separate hash; RFC 5929 leaves it undefined.
-		return nil, fmt.Errorf("probe: tls-server-end-point is undefined for %v certificates", cert.SignatureAlgorithm)
-	}
-	h.Write(cert.Raw)
-	return h.Sum(nil), nil
+	return data, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/tls/binding"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -226,7 +227,7 @@ func TestSMTPSChannelBinding(t *testing.T) {
 						want, _ = st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
 					} else {
 						leaf, _ := x509.ParseCertificate(s.tlsConf.Certificates[0].Certificate[0])
-						want, _ = ServerEndPoint(leaf)
+						want, _ = binding.ServerEndPointData(leaf)
 					}
 					s.S("220 mx ESMTP")
 					s.C("EHLO localhost")

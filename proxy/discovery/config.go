@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 )
 
@@ -25,6 +26,10 @@ type Config struct {
 	// Scope is the OAuth scope clients should ask for, announced in the autoconfig document
 	// (default "openid offline_access" plus every scope the issuer requires for IMAP or SMTP).
 	Scope string `yaml:"scope"`
+	// Resource is this gateway's protected resource identifier, an https URL (RFC 9728
+	// §1.2), e.g. "https://mail.example.com". With it, RFC 9728 protected resource metadata
+	// is served at /.well-known/oauth-protected-resource (with the URL's path appended, §3.1).
+	Resource string `yaml:"resource"`
 }
 
 // Enabled reports whether the HTTP listener is configured.
@@ -33,7 +38,7 @@ func (c Config) Enabled() bool { return c.Address != "" }
 // Validate reports every problem, each naming its field ("http.domains").
 func (c Config) Validate() error {
 	if !c.Enabled() {
-		if len(c.Domains) > 0 || c.TLS || c.DisplayName != "" || c.Scope != "" {
+		if len(c.Domains) > 0 || c.TLS || c.DisplayName != "" || c.Scope != "" || c.Resource != "" {
 			return errors.New("http.address: required when other http settings are given")
 		}
 		return nil
@@ -48,6 +53,12 @@ func (c Config) Validate() error {
 	for i, d := range c.Domains {
 		if d == "" || strings.ContainsAny(d, "@/:?# \t\r\n") || strings.Trim(d, ".") != d {
 			errs = append(errs, fmt.Errorf("http.domains[%d] %q: want a domain name like example.com", i, d))
+		}
+	}
+	if c.Resource != "" {
+		// RFC 9728 §1.2: an https URL with no fragment (and, preferably, no query).
+		if u, err := url.Parse(c.Resource); err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" || u.RawQuery != "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("http.resource %q: want an https URL without query or fragment, like https://mail.example.com", c.Resource))
 		}
 	}
 	for _, s := range strings.Fields(c.Scope) {

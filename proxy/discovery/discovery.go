@@ -26,6 +26,9 @@ const (
 	AutoconfigPath          = "/mail/config-v1.1.xml"
 	WellKnownAutoconfigPath = "/.well-known/autoconfig/mail/config-v1.1.xml"
 	WebFingerPath           = "/.well-known/webfinger"
+	// ProtectedResourcePath is RFC 9728 §3's well-known path; a resource identifier's path
+	// is appended to it.
+	ProtectedResourcePath = "/.well-known/oauth-protected-resource"
 
 	// IssuerRel is the WebFinger link relation of OpenID Connect Discovery 1.0 §2.
 	IssuerRel = "http://openid.net/specs/connect/1.0/issuer"
@@ -54,6 +57,7 @@ type Handler struct {
 	mux       *http.ServeMux
 	mu        sync.Mutex
 	endpoints map[string]cachedMeta // by issuer
+	resource  []byte                // the RFC 9728 document, nil without http.resource
 }
 
 type cachedMeta struct {
@@ -102,7 +106,60 @@ func New(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.Issu
 	h.mux.HandleFunc(AutoconfigPath, h.autoconfig)
 	h.mux.HandleFunc(WellKnownAutoconfigPath, h.autoconfig)
 	h.mux.HandleFunc(WebFingerPath, h.webfinger)
+	if cfg.Resource != "" {
+		path, doc, err := protectedResource(cfg, listeners, issuers)
+		if err != nil {
+			return nil, err
+		}
+		h.resource = doc
+		h.mux.HandleFunc(path, h.protectedResource)
+	}
 	return h, nil
+}
+
+// protectedResource returns the path and body of the RFC 9728 §2 metadata: fixed at start.
+func protectedResource(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.IssuerConfig) (string, []byte, error) {
+	u, err := url.Parse(cfg.Resource)
+	if err != nil {
+		return "", nil, fmt.Errorf("discovery: http.resource: %w", err)
+	}
+	var md struct {
+		Resource             string   `json:"resource"`
+		AuthorizationServers []string `json:"authorization_servers"`
+		ScopesSupported      []string `json:"scopes_supported,omitempty"`
+		ResourceName         string   `json:"resource_name,omitempty"`
+		// RFC 8705 §3.4; true only when a listener rejects unbound tokens, so a client
+		// asks for a bound token where a bearer one would fail.
+		CertBound bool `json:"tls_client_certificate_bound_access_tokens"`
+	}
+	md.Resource, md.ResourceName = cfg.Resource, cfg.DisplayName
+	for _, is := range issuers {
+		if !slices.Contains(md.AuthorizationServers, is.Issuer) {
+			md.AuthorizationServers = append(md.AuthorizationServers, is.Issuer)
+		}
+		for _, proto := range []string{"imap", "smtp"} {
+			for _, s := range is.Scopes[proto] {
+				if !slices.Contains(md.ScopesSupported, s) {
+					md.ScopesSupported = append(md.ScopesSupported, s)
+				}
+			}
+		}
+	}
+	md.CertBound = slices.ContainsFunc(listeners, func(l proxy.ListenerConfig) bool { return l.RequireBoundTokens })
+	doc, err := json.Marshal(md)
+	if err != nil {
+		return "", nil, fmt.Errorf("discovery: %w", err)
+	}
+	// RFC 9728 §3.1: the well-known string goes between the host and the path; a terminal
+	// slash is removed first.
+	return ProtectedResourcePath + strings.TrimSuffix(u.EscapedPath(), "/"), doc, nil
+}
+
+// protectedResource serves the RFC 9728 §3.2 response.
+func (h *Handler) protectedResource(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(h.resource)
 }
 
 // ServeHTTP implements http.Handler.

@@ -3,5 +3,6 @@
 // /mail/config-v1.1.xml and /.well-known/autoconfig/mail/config-v1.1.xml) announcing the
 // IMAP and SMTP listeners with OAuth2 authentication and the issuer's endpoints, and
 // WebFinger (RFC 7033 §4) answering the OpenID Connect issuer relation (OpenID Connect
-// Discovery 1.0 §2) for acct: URIs (RFC 7565) of the configured mail domains.
+// Discovery 1.0 §2) for acct: URIs (RFC 7565) of the configured mail domains, and, when a
+// resource identifier is configured, RFC 9728 protected resource metadata.
 package discovery

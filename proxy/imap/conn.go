@@ -17,6 +17,7 @@ import (
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/tls/binding"
 )
 
 // errLogout ends the session after LOGOUT, errSpliced after a relayed session.
@@ -90,11 +91,13 @@ func (c *conn) setStream(nc net.Conn) {
 }
 
 func (c *conn) startTLS() error {
-	tc := tls.Server(c.raw, c.s.TLSConfig)
+	cfg, served := binding.ServerConfig(c.s.tlsConfig)
+	tc := tls.Server(c.raw, cfg)
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("imap: TLS handshake: %w", err)
 	}
-	c.tls = true
+	st := tc.ConnectionState()
+	c.tls, c.bnd = true, proxy.Conn{TLS: &st, Served: served}
 	c.setStream(tc)
 	return nil
 }
@@ -247,7 +250,7 @@ func (c *conn) authenticator(deadline time.Time) *attempt {
 
 func (a *attempt) auth(creds sasl.Credentials) error {
 	s := a.c.s
-	id, err := proxy.Authorize(a.ctx, s.Validator, s.Listener, "imap", creds)
+	id, err := proxy.Authorize(a.ctx, s.Validator, s.Listener, a.c.bnd, "imap", creds)
 	if err != nil {
 		return err
 	}

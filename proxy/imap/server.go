@@ -32,6 +32,7 @@ type Server struct {
 	Dial   func(ctx context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error)
 	Logger *slog.Logger
 
+	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
 	nextID    atomic.Uint64
 	closing   atomic.Bool
 	mu        sync.Mutex
@@ -64,6 +65,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		s.mu.Unlock()
 		return ErrServerClosed
+	}
+	if s.tlsConfig == nil {
+		cfg, err := s.Listener.ServerTLS(s.TLSConfig)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("imap: %w", err)
+		}
+		s.tlsConfig = cfg
 	}
 	if s.listeners == nil {
 		s.listeners = make(map[net.Listener]struct{})
@@ -184,6 +193,7 @@ type conn struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	tls bool
+	bnd proxy.Conn // what the credentials are checked against (TLS state, served certificate)
 	bad int
 
 	mu      sync.Mutex

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	gosasl "github.com/emersion/go-sasl"
 )
@@ -186,4 +188,62 @@ func fuzzServer(t *testing.T, newServer func(Authenticator) gosasl.Server, first
 	if !finished {
 		t.Fatal("exchange not finished after four calls")
 	}
+}
+
+// gs2HeaderRE is RFC 5801 §4's gs2-header with RFC 5056 cb-name, written independently of
+// the parser as the fuzz oracle (saslname's UTF-8 rule is checked separately).
+var gs2HeaderRE = regexp.MustCompile(`^(F,)?(n|y|p=[A-Za-z0-9.-]+),(a=([^,=\x00]|=2C|=3D)+)?,$`)
+
+// FuzzGS2Header fuzzes the GS2 header alone, in front of a valid OAUTHBEARER body that
+// carries cbdata exactly when the header asks for channel binding.
+func FuzzGS2Header(f *testing.F) {
+	for _, s := range []string{
+		"n,,", "y,,", "F,n,,", "p=tls-exporter,,", "p=tls-server-end-point,a=user@example.com,",
+		"p=tls-unique,a=user@example.com,", "n,a=a=2Cb=3D,", "p=,,", "p=tls exporter,,", "x,,",
+		"n,a=,", "n,user=x,", "n,a=bad=3,", "F,F,n,,", "n,,,", "n", "P=tls-exporter,,",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, hdr string) {
+		if strings.ContainsRune(hdr, kvsep) {
+			return
+		}
+		body := "\x01auth=Bearer t\x01\x01"
+		bind := strings.HasPrefix(strings.TrimPrefix(hdr, "F,"), "p=")
+		if bind {
+			body = "\x01cbdata=AAECAw==\x01auth=Bearer t\x01\x01"
+		}
+		c, err := ParseOAuthBearer([]byte(hdr + body))
+		m := gs2HeaderRE.FindStringSubmatch(hdr)
+		valid := m != nil && utf8.ValidString(hdr)
+		if (err == nil) != valid {
+			t.Fatalf("header %q: err %v, RFC 5801 grammar says valid=%v", hdr, err, valid)
+		}
+		if err != nil {
+			return
+		}
+		flag := m[2]
+		switch {
+		case flag == "n" || flag == "y":
+			if c.CBFlag != flag[0] || c.CBType != "" || c.CBData != nil {
+				t.Fatalf("header %q: flag %q type %q data %v", hdr, c.CBFlag, c.CBType, c.CBData)
+			}
+		default:
+			if c.CBFlag != 'p' || c.CBType != flag[2:] || !bind || len(c.CBData) != 4 {
+				t.Fatalf("header %q: flag %q type %q data %v", hdr, c.CBFlag, c.CBType, c.CBData)
+			}
+		}
+		want := strings.NewReplacer("=2C", ",", "=3D", "=").Replace(strings.TrimPrefix(m[3], "a="))
+		if c.AuthzID != want {
+			t.Fatalf("header %q: authzid %q, want %q", hdr, c.AuthzID, want)
+		}
+		// Without its cbdata, p= is refused; with cbdata, n and y are.
+		swapped := "\x01auth=Bearer t\x01\x01"
+		if !bind {
+			swapped = "\x01cbdata=AAECAw==\x01auth=Bearer t\x01\x01"
+		}
+		if _, err := ParseOAuthBearer([]byte(hdr + swapped)); err == nil {
+			t.Fatalf("header %q accepted with cbdata=%v", hdr, !bind)
+		}
+	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/tls/binding"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -41,6 +42,7 @@ type Server struct {
 	// Logger receives connection and authentication events; nil discards them.
 	Logger *slog.Logger
 
+	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
 	nextID    atomic.Uint64
 	closing   atomic.Bool
 	ext       atomic.Pointer[backends.Extensions] // from the last successful probe
@@ -84,6 +86,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		s.mu.Unlock()
 		return ErrServerClosed
+	}
+	if s.tlsConfig == nil {
+		cfg, err := s.Listener.ServerTLS(s.TLSConfig)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("smtp: %w", err)
+		}
+		s.tlsConfig = cfg
 	}
 	if s.listeners == nil {
 		s.listeners = make(map[net.Listener]struct{})
@@ -183,7 +193,7 @@ func (s *Server) smtpServer(c *conn) *gosmtp.Server {
 	srv.WriteTimeout = s.Config.IdleTimeout.Or(DefaultIdleTimeout)
 	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
 	if s.Listener.TLS == proxy.TLSStartTLS {
-		srv.TLSConfig = s.TLSConfig
+		srv.TLSConfig = c.tlsConfig
 	}
 	return srv
 }
@@ -276,6 +286,9 @@ type conn struct {
 	mu      sync.Mutex
 	backend *backends.SMTPSession // closed by abort
 	pending []byte                // read by clientGone, for the next Read
+
+	tlsConfig *tls.Config     // this connection's, recording the certificate served
+	served    *binding.Served // for tls-server-end-point
 }
 
 func (c *conn) serve() {
@@ -286,8 +299,9 @@ func (c *conn) serve() {
 		}
 	}()
 	var nc net.Conn = c
+	c.tlsConfig, c.served = binding.ServerConfig(c.s.tlsConfig)
 	if c.s.Listener.TLS == proxy.TLSImplicit {
-		tc := tls.Server(c, c.s.TLSConfig)
+		tc := tls.Server(c, c.tlsConfig)
 		_ = c.SetWriteDeadline(c.preauth)
 		if err := tc.Handshake(); err != nil {
 			c.log.Debug("connection ended", "reason", fmt.Errorf("smtp: TLS handshake: %w", err))

@@ -67,7 +67,8 @@ const (
 type session struct {
 	c   *conn
 	tls bool
-	nc  net.Conn // what go-smtp writes to (TLS, if any)
+	bnd proxy.Conn // what the credentials are checked against (TLS state, served certificate)
+	nc  net.Conn   // what go-smtp writes to (TLS, if any)
 	log *slog.Logger
 
 	mu     sync.Mutex
@@ -80,8 +81,12 @@ type session struct {
 var _ gosmtp.AuthSession = (*session)(nil)
 
 func (c *conn) newSession(sc *gosmtp.Conn) (gosmtp.Session, error) {
-	_, isTLS := sc.TLSConnectionState()
-	return &session{c: c, tls: isTLS, nc: sc.Conn(), log: c.log}, nil
+	st, isTLS := sc.TLSConnectionState()
+	s := &session{c: c, tls: isTLS, nc: sc.Conn(), log: c.log}
+	if isTLS {
+		s.bnd = proxy.Conn{TLS: &st, Served: c.served}
+	}
+	return s, nil
 }
 
 // reply maps err to the reply the client gets: the one place where DESIGN.md's error table
@@ -169,7 +174,7 @@ func (a *authExchange) authenticate(creds sasl.Credentials) error {
 	// The pre-authentication deadline also bounds the IdP and backend work.
 	ctx, cancel := context.WithDeadline(context.Background(), a.s.c.preauth)
 	defer cancel()
-	id, err := proxy.Authorize(ctx, srv.Validator, srv.Listener, "smtp", creds)
+	id, err := proxy.Authorize(ctx, srv.Validator, srv.Listener, a.s.bnd, "smtp", creds)
 	if err != nil {
 		errors.As(err, &a.failure) // for the log and noReply, if it is a *sasl.Failure
 		return err
