@@ -13,6 +13,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
 	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
@@ -129,7 +130,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		l := cfg.Listeners[i]
 		logger.Info("listening", "listener", l.Name, "protocol", l.Protocol, "tls", l.TLS, "address", lns[i].Addr().String())
 		go func() {
-			if err := srv.Serve(lns[i]); !errors.Is(err, imap.ErrServerClosed) && !errors.Is(err, smtp.ErrServerClosed) {
+			if err := srv.Serve(lns[i]); !errors.Is(err, proxy.ErrServerClosed) {
 				logger.Error("listener failed", "listener", l.Name, "reason", err)
 				g.errc <- err
 			}

@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -22,7 +21,7 @@ import (
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
-var ErrServerClosed = errors.New("smtp: server closed")
+var ErrServerClosed = proxy.ErrServerClosed
 
 // Server serves one SMTP submission listener. Set the fields, then call Serve.
 type Server struct {
@@ -42,18 +41,14 @@ type Server struct {
 	// Logger receives connection and authentication events; nil discards them.
 	Logger *slog.Logger
 
+	initTLS   sync.Once
 	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
+	tlsErr    error
 	nextID    atomic.Uint64
-	closing   atomic.Bool
 	ext       atomic.Pointer[backends.Extensions] // from the last successful probe
 	domain    string                              // the greeting's name, set with probing
 	probing   sync.Once
-	stopOnce  sync.Once
-	mu        sync.Mutex
-	done      chan struct{} // closed on Shutdown or Close: stops the probes
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	wg        sync.WaitGroup
+	sessions  proxy.Tracker
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -82,64 +77,42 @@ func (s *Server) Serve(ln net.Listener) error {
 	case s.Secrets == nil && s.Config.Backend.Login != backends.LoginXClient:
 		return errors.New("smtp: Server.Secrets is required unless the backend login is xclient")
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
+	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
+	if s.tlsErr != nil {
+		return fmt.Errorf("smtp: %w", s.tlsErr)
+	}
+	if s.sessions.Closing() {
 		return ErrServerClosed
 	}
-	if s.tlsConfig == nil {
-		cfg, err := s.Listener.ServerTLS(s.TLSConfig)
-		if err != nil {
-			s.mu.Unlock()
-			return fmt.Errorf("smtp: %w", err)
-		}
-		s.tlsConfig = cfg
-	}
-	if s.listeners == nil {
-		s.listeners = make(map[net.Listener]struct{})
-		s.conns = make(map[*conn]struct{})
-		s.done = make(chan struct{})
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
 	s.probing.Do(func() {
 		s.domain = s.Config.hostname(s.Listener.PublicHost)
 		go s.refresh(s.probe())
 	})
-
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return ErrServerClosed
-			}
-			if retryableAccept(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Warn("accept failed; backing off", "listener", s.Listener.Name, "reason", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("smtp: accept: %w", err)
+	log := s.logger().With("listener", s.Listener.Name)
+	err := s.sessions.Serve(ln, log, func(nc net.Conn) proxy.Session {
+		c := &conn{
+			Conn:     nc,
+			s:        s,
+			preauth:  time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
+			idle:     s.Config.IdleTimeout.Or(DefaultIdleTimeout),
+			finished: make(chan struct{}),
 		}
-		backoff = 0
-		c := s.newConn(nc)
-		if c == nil {
-			nc.Close()
-			return ErrServerClosed
-		}
-		go c.serve()
+		id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
+		c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
+		return c
+	})
+	if err != nil && !errors.Is(err, ErrServerClosed) {
+		return fmt.Errorf("smtp: accept: %w", err)
 	}
+	return err
 }
 
-// retryableAccept reports accept errors that pass (out of descriptors, a connection reset
-// before accept), so the loop backs off instead of exiting.
-func retryableAccept(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() ||
-		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED)
-}
+// Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
+// those left.
+func (s *Server) Shutdown(ctx context.Context) error { return s.sessions.Shutdown(ctx) }
+
+// Close stops accepting and closes every session at once.
+func (s *Server) Close() error { return s.sessions.Close() }
 
 // probe learns the backend's extensions and returns when to probe next.
 func (s *Server) probe() time.Duration {
@@ -160,7 +133,7 @@ func (s *Server) refresh(next time.Duration) {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.done:
+		case <-s.sessions.Done():
 			return
 		case <-t.C:
 			t.Reset(s.probe())
@@ -198,76 +171,6 @@ func (s *Server) smtpServer(c *conn) *gosmtp.Server {
 	return srv
 }
 
-func (s *Server) newConn(nc net.Conn) *conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return nil
-	}
-	c := &conn{
-		Conn:    nc,
-		s:       s,
-		preauth: time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
-		idle:    s.Config.IdleTimeout.Or(DefaultIdleTimeout),
-	}
-	id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
-	c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	return c
-}
-
-func (s *Server) forget(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
-// Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
-// those left.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeListeners()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.closeConns()
-		<-done
-		return ctx.Err()
-	}
-}
-
-// Close stops accepting and closes every session at once.
-func (s *Server) Close() error {
-	s.closeListeners()
-	s.closeConns()
-	s.wg.Wait()
-	return nil
-}
-
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing.Store(true)
-	if s.done != nil {
-		s.stopOnce.Do(func() { close(s.done) })
-	}
-	for ln := range s.listeners {
-		ln.Close()
-	}
-}
-
-func (s *Server) closeConns() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.abort()
-	}
-}
-
 // conn is one client connection, and the net.Conn go-smtp's server reads (under TLS, if
 // any). Every read has a deadline: the fixed pre-authentication one until AUTH succeeds, then
 // the idle timeout. Close, which go-smtp calls last, unregisters the connection.
@@ -282,6 +185,7 @@ type conn struct {
 	hangup     atomic.Bool                // close once the next reply is written
 	replyTimer atomic.Pointer[time.Timer] // armed while an error challenge awaits its reply
 	closed     sync.Once
+	finished   chan struct{} // closed by Close: the session is over
 
 	mu      sync.Mutex
 	backend *backends.SMTPSession // closed by abort
@@ -291,7 +195,8 @@ type conn struct {
 	served    *binding.Served // for tls-server-end-point
 }
 
-func (c *conn) serve() {
+// Serve runs the connection until go-smtp closes it (proxy.Session).
+func (c *conn) Serve() {
 	defer func() {
 		if v := recover(); v != nil {
 			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
@@ -310,9 +215,10 @@ func (c *conn) serve() {
 		}
 		nc = tc
 	}
-	// go-smtp serves the connection on its own goroutine; Serve returns once the one-shot
-	// listener reports itself closed.
+	// go-smtp serves the connection on its own goroutine; its Serve returns once the
+	// one-shot listener reports itself closed, and the session lasts until Close.
 	_ = c.s.smtpServer(c).Serve(&oneConn{c: nc})
+	<-c.finished
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -359,17 +265,17 @@ func (c *conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the socket and unregisters the connection.
+// Close closes the socket and ends the session.
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.disarm()
-	c.closed.Do(func() { c.s.forget(c) })
+	c.closed.Do(func() { close(c.finished) })
 	return err
 }
 
-// abort closes the socket and the backend connection, for Server.Close; go-smtp then sees
-// its reads fail and ends the session.
-func (c *conn) abort() {
+// Abort closes the socket and the backend connection, for Server.Close; go-smtp then sees
+// its reads fail and ends the session (proxy.Session).
+func (c *conn) Abort() {
 	c.Conn.Close()
 	c.mu.Lock()
 	if c.backend != nil {
