@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -48,8 +49,23 @@ type Config struct {
 	// Hostname is the name saslgate gives in EHLO to an SMTP backend (RFC 5321 §4.1.1.1);
 	// default the machine's host name. Not used for IMAP.
 	Hostname string `yaml:"hostname"`
+	// ForwardClientAddress tells the backend the client's address before logging in: to an
+	// IMAP backend with Dovecot's ID fields x-originating-ip/-port and x-connected-ip/-port
+	// (honoured from login_trusted_networks), to an SMTP backend with Postfix's XCLIENT ADDR=
+	// and PORT= (when offered: saslgate must be in smtpd_authorized_xclient_hosts). The
+	// backend then logs, rate-limits and records the real client rather than saslgate.
+	ForwardClientAddress bool `yaml:"forward_client_address"`
 	// Timeout bounds the dial, TLS handshake and login together; default DefaultTimeout.
 	Timeout config.Duration `yaml:"timeout"`
+}
+
+// Client is the client connection a backend login is made for: what ForwardClientAddress
+// forwards. The zero value forwards nothing.
+type Client struct {
+	// Addr is the client's address and port (the PROXY header's source behind a load balancer).
+	Addr netip.AddrPort
+	// Local is the address and port the client connected to.
+	Local netip.AddrPort
 }
 
 // Validate reports every problem in the configuration, naming the field.

@@ -31,10 +31,11 @@ type IMAPSession struct {
 func (s *IMAPSession) Close() error { return s.Conn.Close() }
 
 // DialIMAP connects to the backend, secures the connection as configured and logs in as user
-// with secret, all within cfg.Timeout and ctx. The username and secret are checked before
+// with secret, all within cfg.Timeout and ctx. With cfg.ForwardClientAddress, client's
+// addresses go first in an ID command (Dovecot's x-originating-ip and friends). The username and secret are checked before
 // anything is sent. Errors wrap ErrRejected (the backend, or this package, refused this login)
 // or ErrUnavailable (anything else); neither ever contains the secret.
-func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret) (*IMAPSession, error) {
+func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*IMAPSession, error) {
 	if err := checkCredentials("imap", user, secret); err != nil {
 		return nil, err
 	}
@@ -45,7 +46,7 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret) (*IMA
 		return nil, &loginError{kind: ErrUnavailable, msg: `backends: imap backend misconfigured: login "xclient" is for SMTP backends`}
 	}
 	cfg = cfg.withDefaults()
-	c := &imapClient{cfg: cfg, user: user, secret: secret.Reveal()}
+	c := &imapClient{cfg: cfg, user: user, secret: secret.Reveal(), client: client}
 	var tlsCfg *tls.Config
 	if cfg.TLS != "none" {
 		var err error
@@ -87,6 +88,7 @@ type imapClient struct {
 	cfg    Config
 	user   string
 	secret string
+	client Client
 	ctx    context.Context
 
 	conn net.Conn
@@ -142,6 +144,11 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 		}
 	}
 
+	if c.cfg.ForwardClientAddress && c.client.Addr.IsValid() {
+		if err := c.id(); err != nil {
+			return nil, err
+		}
+	}
 	var done *response
 	c.seenCaps = nil
 	if c.cfg.Login == LoginLogin {
@@ -210,6 +217,27 @@ func (c *imapClient) startTLS(tlsCfg *tls.Config) error {
 		return err
 	}
 	c.br = bufio.NewReader(c.conn)
+	return nil
+}
+
+// id sends the client's addresses in an ID command before the login (RFC 2971), with the
+// field names Dovecot honours from login_trusted_networks. A backend without ID, or refusing
+// it, still gets the login: the forwarding is informational.
+func (c *imapClient) id() error {
+	if !hasCapability(c.caps, "ID") {
+		return nil
+	}
+	fields := []string{"x-originating-ip", c.client.Addr.Addr().String(), "x-originating-port", strconv.Itoa(int(c.client.Addr.Port()))}
+	if c.client.Local.IsValid() {
+		fields = append(fields, "x-connected-ip", c.client.Local.Addr().String(), "x-connected-port", strconv.Itoa(int(c.client.Local.Port())))
+	}
+	tag := c.nextTag()
+	if err := c.write(tag + ` ID ("` + strings.Join(fields, `" "`) + "\")\r\n"); err != nil {
+		return c.unavailable("id", err)
+	}
+	if _, err := c.await(tag, false); err != nil {
+		return c.unavailable("id", err)
+	}
 	return nil
 }
 

@@ -130,7 +130,7 @@ func TestDialIMAPMemServer(t *testing.T) {
 					if tlsMode != "none" {
 						cfg.CAFile = caFile
 					}
-					sess, err := DialIMAP(context.Background(), cfg, cred.user, Secret(cred.pass))
+					sess, err := DialIMAP(context.Background(), cfg, cred.user, Secret(cred.pass), Client{})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -157,7 +157,7 @@ func TestDialIMAPMemServer(t *testing.T) {
 			}
 			for _, login := range []string{"plain", "login"} {
 				cfg.Login = login
-				_, err := DialIMAP(context.Background(), cfg, "alice", "wrong-password-42")
+				_, err := DialIMAP(context.Background(), cfg, "alice", "wrong-password-42", Client{})
 				if !errors.Is(err, ErrRejected) || errors.Is(err, ErrUnavailable) {
 					t.Fatalf("%s: err = %v, want ErrRejected", login, err)
 				}
@@ -168,7 +168,7 @@ func TestDialIMAPMemServer(t *testing.T) {
 		})
 		if tlsMode != "none" {
 			t.Run(tlsMode+"/untrusted certificate", func(t *testing.T) {
-				_, err := DialIMAP(context.Background(), Config{Address: addr, TLS: tlsMode}, "alice", alicePass)
+				_, err := DialIMAP(context.Background(), Config{Address: addr, TLS: tlsMode}, "alice", alicePass, Client{})
 				var unknown x509.UnknownAuthorityError
 				if !errors.Is(err, ErrUnavailable) || !errors.As(err, &unknown) {
 					t.Fatalf("err = %v, want ErrUnavailable wrapping x509.UnknownAuthorityError", err)
@@ -176,13 +176,13 @@ func TestDialIMAPMemServer(t *testing.T) {
 			})
 			t.Run(tlsMode+"/wrong server name", func(t *testing.T) {
 				cfg := Config{Address: addr, TLS: tlsMode, CAFile: caFile, ServerName: "imap.example.net"}
-				if _, err := DialIMAP(context.Background(), cfg, "alice", alicePass); !errors.Is(err, ErrUnavailable) {
+				if _, err := DialIMAP(context.Background(), cfg, "alice", alicePass, Client{}); !errors.Is(err, ErrUnavailable) {
 					t.Fatalf("err = %v, want ErrUnavailable", err)
 				}
 			})
 			t.Run(tlsMode+"/insecure skip verify", func(t *testing.T) {
 				cfg := Config{Address: addr, TLS: tlsMode, InsecureSkipVerify: true}
-				sess, err := DialIMAP(context.Background(), cfg, "alice", alicePass)
+				sess, err := DialIMAP(context.Background(), cfg, "alice", alicePass, Client{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -199,7 +199,7 @@ func TestDialIMAPClosedPort(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	_, err = DialIMAP(context.Background(), Config{Address: addr, TLS: "none"}, "alice", alicePass)
+	_, err = DialIMAP(context.Background(), Config{Address: addr, TLS: "none"}, "alice", alicePass, Client{})
 	if !errors.Is(err, ErrUnavailable) || !strings.HasPrefix(err.Error(), "backends: ") {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -220,7 +220,7 @@ func TestDialIMAPRefusesUsernameBeforeSending(t *testing.T) {
 	}()
 	cfg := Config{Address: ln.Addr().String(), TLS: "none"}
 	for _, user := range []string{"alice\r\nA1 LOGOUT", "alice\n", "ali\x00ce", "", strings.Repeat("a", 256)} {
-		_, err := DialIMAP(context.Background(), cfg, user, alicePass)
+		_, err := DialIMAP(context.Background(), cfg, user, alicePass, Client{})
 		if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "not sent") {
 			t.Errorf("user %q: err = %v, want ErrRejected, not sent", user, err)
 		}
@@ -229,7 +229,7 @@ func TestDialIMAPRefusesUsernameBeforeSending(t *testing.T) {
 		}
 	}
 	for _, secret := range []Secret{"", "se\x00cret"} {
-		if _, err := DialIMAP(context.Background(), cfg, "alice", secret); !errors.Is(err, ErrRejected) {
+		if _, err := DialIMAP(context.Background(), cfg, "alice", secret, Client{}); !errors.Is(err, ErrRejected) {
 			t.Errorf("bad secret: err = %v, want ErrRejected", err)
 		}
 	}

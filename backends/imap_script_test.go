@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -89,6 +90,7 @@ func TestDialIMAPScripted(t *testing.T) {
 		wantText string   // substring of the error
 		wantCaps []string // on success
 		pipeline string   // on success: a line that must be readable from Reader
+		client   Client
 	}{{
 		name: "SASL-IR, caps in greeting and tagged OK, pipelined untagged line",
 		cfg:  Config{TLS: "none"}, user: "alice", secret: "s3cret",
@@ -277,12 +279,34 @@ func TestDialIMAPScripted(t *testing.T) {
 			"S: Z9 OK what",
 		},
 		wantErr: ErrUnavailable, wantText: "unknown tag",
+	}, {
+		name: "client address forwarded in ID before the login",
+		cfg:  Config{TLS: "none", ForwardClientAddress: true}, user: "alice", secret: "s3cret",
+		client: Client{Addr: netip.MustParseAddrPort("192.0.2.9:40000"), Local: netip.MustParseAddrPort("[2001:db8::1]:993")},
+		script: []string{
+			"S: * OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID] ready",
+			`C: A1 ID ("x-originating-ip" "192.0.2.9" "x-originating-port" "40000" "x-connected-ip" "2001:db8::1" "x-connected-port" "993")`,
+			`S: * ID ("name" "Dovecot")` + "\r\nA1 OK ID completed",
+			"C: A2 AUTHENTICATE PLAIN " + plainIR("alice", "s3cret"),
+			"S: A2 OK [CAPABILITY IMAP4rev1] ok",
+		},
+		wantCaps: []string{"IMAP4rev1"},
+	}, {
+		name: "no ID without the capability",
+		cfg:  Config{TLS: "none", ForwardClientAddress: true}, user: "alice", secret: "s3cret",
+		client: Client{Addr: netip.MustParseAddrPort("192.0.2.9:40000")},
+		script: []string{
+			"S: * OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready",
+			"C: A1 AUTHENTICATE PLAIN " + plainIR("alice", "s3cret"),
+			"S: A1 OK [CAPABILITY IMAP4rev1] ok",
+		},
+		wantCaps: []string{"IMAP4rev1"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, done := scriptServer(t, cert, tc.script)
 			tc.cfg.Address = addr
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
-			sess, err := DialIMAP(context.Background(), tc.cfg, tc.user, tc.secret)
+			sess, err := DialIMAP(context.Background(), tc.cfg, tc.user, tc.secret, tc.client)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || !strings.Contains(errString(err), tc.wantText) {
 					t.Errorf("err = %v, want %v containing %q", err, tc.wantErr, tc.wantText)
@@ -334,14 +358,14 @@ func silentServer(t *testing.T, onAccept func()) string {
 
 func TestDialIMAPTimeout(t *testing.T) {
 	cfg := Config{Address: silentServer(t, func() {}), TLS: "none", Timeout: config.Duration(100 * time.Millisecond)}
-	_, err := DialIMAP(context.Background(), cfg, "alice", "s3cret")
+	_, err := DialIMAP(context.Background(), cfg, "alice", "s3cret", Client{})
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want ErrUnavailable and DeadlineExceeded", err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg = Config{Address: silentServer(t, cancel), TLS: "none", Timeout: config.Duration(time.Minute)}
-	if _, err := DialIMAP(ctx, cfg, "alice", "s3cret"); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
+	if _, err := DialIMAP(ctx, cfg, "alice", "s3cret", Client{}); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: err = %v, want ErrUnavailable and Canceled", err)
 	}
 }
@@ -355,7 +379,7 @@ func TestDialIMAPClearsDeadline(t *testing.T) {
 		"S: * late reply",
 	})
 	cfg := Config{Address: addr, TLS: "none", Timeout: config.Duration(100 * time.Millisecond)}
-	sess, err := DialIMAP(context.Background(), cfg, "alice", "s3cret")
+	sess, err := DialIMAP(context.Background(), cfg, "alice", "s3cret", Client{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,10 @@ var reportedExtensions = []string{
 // cfg.Hostname. The username and secret are checked before anything is sent. Errors wrap
 // ErrRejected (a 535 from the backend, or refused by this package) or ErrUnavailable
 // (anything else); neither ever contains the secret.
-func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret) (*SMTPSession, error) {
+//
+// With cfg.ForwardClientAddress and a backend offering XCLIENT ADDR, client's address goes
+// first in XCLIENT ADDR= PORT= (together with LOGIN= for login "xclient").
+func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*SMTPSession, error) {
 	var err error
 	if cfg.Login == LoginXClient {
 		err = checkUser("smtp", user)
@@ -77,7 +80,7 @@ func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret) (*SMT
 	if err := cfg.Validate(); err != nil {
 		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
 	}
-	d := &smtpDial{cfg: cfg.withDefaults(), user: user}
+	d := &smtpDial{cfg: cfg.withDefaults(), user: user, client: client}
 	if d.cfg.Login != LoginXClient {
 		s := secret.Reveal()
 		// go-smtp's client sends these forms; a backend echoing them must not leak the secret.
@@ -112,6 +115,7 @@ func ProbeSMTP(ctx context.Context, cfg Config) (Extensions, error) {
 type smtpDial struct {
 	cfg    Config
 	user   string // "" when probing
+	client Client
 	ctx    context.Context
 	conn   net.Conn // raw, or TLS over it
 	text   *textproto.Conn
@@ -174,8 +178,9 @@ func (d *smtpDial) session(raw net.Conn, tlsCfg *tls.Config, deadline time.Time,
 			return nil, err
 		}
 	}
-	if d.cfg.Login == LoginXClient && d.user != "" {
-		if err := d.xclient(); err != nil {
+	forward := d.cfg.ForwardClientAddress && d.client.Addr.IsValid()
+	if d.user != "" && (d.cfg.Login == LoginXClient || forward) {
+		if err := d.xclient(d.cfg.Login == LoginXClient, forward); err != nil {
 			return nil, err
 		}
 	}
@@ -238,18 +243,43 @@ func (d *smtpDial) startTLS(tlsCfg *tls.Config) error {
 	return nil
 }
 
-// xclient runs Postfix's XCLIENT LOGIN= (XCLIENT_README: values are xtext, RFC 3461 §4; the
-// command is allowed outside a transaction from smtpd_authorized_xclient_hosts, and its 220
-// reply restarts the session, so EHLO follows).
-func (d *smtpDial) xclient() error {
+// xclient runs Postfix's XCLIENT (XCLIENT_README: values are xtext, RFC 3461 §4; the command
+// is allowed outside a transaction from smtpd_authorized_xclient_hosts, and its 220 reply
+// restarts the session, so EHLO follows) with LOGIN=, when login, and ADDR= and PORT=, when
+// forward and the backend offers them. Only a missing LOGIN is an error.
+func (d *smtpDial) xclient(login, forward bool) error {
 	ext, err := d.ehlo()
 	if err != nil {
 		return d.unavailable("ehlo", err)
 	}
-	if !hasField(ext["XCLIENT"], "LOGIN") {
-		return d.unavailable("xclient", errors.New("backend does not offer XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"))
+	offered := ext["XCLIENT"]
+	var attrs []string
+	if login {
+		if !hasField(offered, "LOGIN") {
+			return d.unavailable("xclient", errors.New("backend does not offer XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"))
+		}
+		attrs = append(attrs, "LOGIN="+xtext(d.user))
 	}
-	if _, err := d.cmd(220, "XCLIENT LOGIN="+xtext(d.user)); err != nil {
+	if forward && hasField(offered, "ADDR") {
+		addr := d.client.Addr.Addr().Unmap()
+		v := addr.String()
+		if addr.Is6() {
+			v = "IPV6:" + v
+		}
+		attrs = append(attrs, "ADDR="+xtext(v))
+		// saslgate does no reverse lookup: [UNAVAILABLE] makes Postfix log "unknown[addr]"
+		// rather than keep saslgate's own name for the client.
+		if hasField(offered, "NAME") {
+			attrs = append(attrs, "NAME=[UNAVAILABLE]")
+		}
+		if hasField(offered, "PORT") {
+			attrs = append(attrs, "PORT="+strconv.Itoa(int(d.client.Addr.Port())))
+		}
+	}
+	if len(attrs) == 0 {
+		return nil
+	}
+	if _, err := d.cmd(220, "XCLIENT "+strings.Join(attrs, " ")); err != nil {
 		return d.unavailable("xclient", err)
 	}
 	return nil

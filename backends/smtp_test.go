@@ -9,6 +9,7 @@ import (
 	"log"
 	"maps"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,6 +35,7 @@ func TestDialSMTPScripted(t *testing.T) {
 		wantErr  error  // nil: success
 		wantText string // substring of the error
 		wantExt  Extensions
+		client   Client
 	}{{
 		name: "AUTH PLAIN, extensions from EHLO",
 		cfg:  Config{TLS: "none"}, user: "alice", secret: "s3cret",
@@ -155,13 +157,57 @@ func TestDialSMTPScripted(t *testing.T) {
 			"EOF",
 		},
 		wantErr: ErrUnavailable, wantText: "does not offer XCLIENT LOGIN",
+	}, {
+		name: "forwarded client address with XCLIENT LOGIN",
+		cfg:  Config{TLS: "none", Login: "xclient", ForwardClientAddress: true}, user: "alice",
+		client: Client{Addr: netip.MustParseAddrPort("[2001:db8::7]:50123")},
+		script: []string{
+			"S: 220 mx.example ESMTP",
+			"C: EHLO gw.example",
+			"S: 250-mx.example\r\n250 XCLIENT NAME ADDR PORT PROTO HELO LOGIN",
+			"C: XCLIENT LOGIN=alice ADDR=IPV6:2001:db8::7 NAME=[UNAVAILABLE] PORT=50123",
+			"S: 220 mx.example ESMTP",
+			"C: EHLO gw.example",
+			"S: 250 mx.example",
+		},
+		wantExt: Extensions{},
+	}, {
+		name: "forwarded client address, then AUTH PLAIN",
+		cfg:  Config{TLS: "none", ForwardClientAddress: true}, user: "alice", secret: "s3cret",
+		client: Client{Addr: netip.MustParseAddrPort("192.0.2.9:40000")},
+		script: []string{
+			"S: 220 mx.example ESMTP",
+			"C: EHLO gw.example",
+			"S: 250-mx.example\r\n250 XCLIENT ADDR",
+			"C: XCLIENT ADDR=192.0.2.9",
+			"S: 220 mx.example ESMTP",
+			"C: EHLO gw.example",
+			ehloOK,
+			"C: AUTH PLAIN " + plainIR("alice", "s3cret"),
+			"S: 235 2.7.0 Authentication successful",
+		},
+		wantExt: Extensions{"SIZE": "1000", "8BITMIME": "", "AUTH": "PLAIN LOGIN"},
+	}, {
+		name: "forwarding skipped when the backend offers no XCLIENT",
+		cfg:  Config{TLS: "none", ForwardClientAddress: true}, user: "alice", secret: "s3cret",
+		client: Client{Addr: netip.MustParseAddrPort("192.0.2.9:40000")},
+		script: []string{
+			"S: 220 mx.example ESMTP",
+			"C: EHLO gw.example",
+			ehloOK,
+			"C: EHLO gw.example", // go-smtp's own; a repeated EHLO is allowed (RFC 5321 §4.1.4)
+			ehloOK,
+			"C: AUTH PLAIN " + plainIR("alice", "s3cret"),
+			"S: 235 2.7.0 Authentication successful",
+		},
+		wantExt: Extensions{"SIZE": "1000", "8BITMIME": "", "AUTH": "PLAIN LOGIN"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, done := scriptServer(t, cert, tc.script)
 			tc.cfg.Address = addr
 			tc.cfg.Hostname = "gw.example"
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
-			sess, err := DialSMTP(context.Background(), tc.cfg, tc.user, tc.secret)
+			sess, err := DialSMTP(context.Background(), tc.cfg, tc.user, tc.secret, tc.client)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || !strings.Contains(errString(err), tc.wantText) {
 					t.Errorf("err = %v, want %v containing %q", err, tc.wantErr, tc.wantText)
@@ -234,7 +280,7 @@ func TestDialSMTPRefusesBeforeSending(t *testing.T) {
 	for _, login := range []string{"plain", "xclient"} {
 		cfg := Config{Address: ln.Addr().String(), TLS: "none", Login: login}
 		for _, user := range []string{"alice\r\nRSET", "alice\n", "ali\x00ce", "", strings.Repeat("a", 256)} {
-			_, err := DialSMTP(context.Background(), cfg, user, "s3cret")
+			_, err := DialSMTP(context.Background(), cfg, user, "s3cret", Client{})
 			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "not sent to the smtp backend") {
 				t.Errorf("%s: user %q: err = %v, want ErrRejected, not sent", login, user, err)
 			}
@@ -242,11 +288,11 @@ func TestDialSMTPRefusesBeforeSending(t *testing.T) {
 	}
 	cfg := Config{Address: ln.Addr().String(), TLS: "none"}
 	for _, secret := range []Secret{"", "se\x00cret"} {
-		if _, err := DialSMTP(context.Background(), cfg, "alice", secret); !errors.Is(err, ErrRejected) {
+		if _, err := DialSMTP(context.Background(), cfg, "alice", secret, Client{}); !errors.Is(err, ErrRejected) {
 			t.Errorf("bad secret: err = %v, want ErrRejected", err)
 		}
 	}
-	if _, err := DialIMAP(context.Background(), Config{Address: ln.Addr().String(), TLS: "none", Login: "xclient"}, "alice", "x"); !errors.Is(err, ErrUnavailable) {
+	if _, err := DialIMAP(context.Background(), Config{Address: ln.Addr().String(), TLS: "none", Login: "xclient"}, "alice", "x", Client{}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("DialIMAP with login xclient: err = %v, want ErrUnavailable", err)
 	}
 	ln.Close()
@@ -259,13 +305,13 @@ func TestDialSMTPRefusesBeforeSending(t *testing.T) {
 
 func TestDialSMTPTimeout(t *testing.T) {
 	cfg := Config{Address: silentServer(t, func() {}), TLS: "none", Timeout: config.Duration(100 * time.Millisecond)}
-	_, err := DialSMTP(context.Background(), cfg, "alice", "s3cret")
+	_, err := DialSMTP(context.Background(), cfg, "alice", "s3cret", Client{})
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want ErrUnavailable and DeadlineExceeded", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg = Config{Address: silentServer(t, cancel), TLS: "none", Timeout: config.Duration(time.Minute)}
-	if _, err := DialSMTP(ctx, cfg, "alice", "s3cret"); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
+	if _, err := DialSMTP(ctx, cfg, "alice", "s3cret", Client{}); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: err = %v, want ErrUnavailable and Canceled", err)
 	}
 }
@@ -336,17 +382,17 @@ func TestDialSMTPServer(t *testing.T) {
 			if mode != "none" {
 				cfg.CAFile = caFile
 			}
-			if _, err := DialSMTP(context.Background(), cfg, "alice", "wrong"); !errors.Is(err, ErrRejected) {
+			if _, err := DialSMTP(context.Background(), cfg, "alice", "wrong", Client{}); !errors.Is(err, ErrRejected) {
 				t.Errorf("wrong secret: err = %v, want ErrRejected", err)
 			}
 			if mode != "none" {
 				bad := cfg
 				bad.CAFile, bad.ServerName = "", "127.0.0.1"
-				if _, err := DialSMTP(context.Background(), bad, "alice", alicePass); !errors.Is(err, ErrUnavailable) {
+				if _, err := DialSMTP(context.Background(), bad, "alice", alicePass, Client{}); !errors.Is(err, ErrUnavailable) {
 					t.Errorf("unverifiable certificate: err = %v, want ErrUnavailable", err)
 				}
 			}
-			sess, err := DialSMTP(context.Background(), cfg, "alice", alicePass)
+			sess, err := DialSMTP(context.Background(), cfg, "alice", alicePass, Client{})
 			if err != nil {
 				t.Fatal(err)
 			}

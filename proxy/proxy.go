@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -72,6 +73,29 @@ type ListenerConfig struct {
 	// RequireBoundTokens rejects tokens without cnf.x5t#S256 (RFC 8705 §3), so that
 	// binding never silently degrades to bearer. It needs client certificates.
 	RequireBoundTokens bool `yaml:"require_bound_tokens"`
+	// ProxyProtocol expects a PROXY protocol header (HAProxy's, v1 or v2) before anything
+	// else, TLS included, on every connection; its source address is then the client's
+	// address everywhere (logs, limits, forwarding to the backend). Connections from peers
+	// outside ProxyTrustedNetworks, which it requires, are closed unread.
+	ProxyProtocol        bool     `yaml:"proxy_protocol"`
+	ProxyTrustedNetworks []string `yaml:"proxy_trusted_networks"`
+}
+
+// trustedNetworks parses ProxyTrustedNetworks; a bare address is a one-address network.
+func (l ListenerConfig) trustedNetworks() ([]netip.Prefix, error) {
+	var nets []netip.Prefix
+	for _, s := range l.ProxyTrustedNetworks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("proxy: listener %s: proxy_trusted_networks: %q is not a CIDR network", l.Name, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		nets = append(nets, p.Masked())
+	}
+	return nets, nil
 }
 
 func (l ListenerConfig) clientCertificates() string {
@@ -124,6 +148,15 @@ func (l ListenerConfig) Validate(prefix string) error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("%s.client_certificates %q: want %s, %s or %s", prefix, cc, ClientCertNone, ClientCertRequest, ClientCertVerify))
+	}
+	switch {
+	case l.ProxyProtocol && len(l.ProxyTrustedNetworks) == 0:
+		errs = append(errs, fmt.Errorf("%s.proxy_trusted_networks is required with proxy_protocol: true", prefix))
+	case !l.ProxyProtocol && len(l.ProxyTrustedNetworks) > 0:
+		errs = append(errs, fmt.Errorf("%s.proxy_trusted_networks: only used with proxy_protocol: true", prefix))
+	}
+	if _, err := l.trustedNetworks(); err != nil {
+		errs = append(errs, fmt.Errorf("%s.%s", prefix, strings.TrimPrefix(err.Error(), "proxy: listener "+l.Name+": ")))
 	}
 	switch cb := l.channelBinding(); cb {
 	case ChannelBindingOff, ChannelBindingOptional, ChannelBindingRequired:

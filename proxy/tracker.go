@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -29,14 +31,44 @@ type Tracker struct {
 	closing   bool
 	listeners map[net.Listener]struct{}
 	sessions  map[Session]struct{}
+	pending   map[net.Conn]struct{} // accepted, not yet a session (PROXY header, limits)
 	wg        sync.WaitGroup
 	done      chan struct{} // closed when closing starts
 }
 
+// Accept is what the accept loop applies to each connection before its session starts.
+type Accept struct {
+	// Listener gives the PROXY protocol settings.
+	Listener ListenerConfig
+	// Limits gives the connection limits; each Serve call counts on its own.
+	Limits Limits
+	// Refuse answers a connection over a limit with the protocol's refusal (IMAP BYE,
+	// SMTP 421) before it is closed; nil closes it without a word.
+	Refuse func(net.Conn)
+	// Log receives refusals (once per address and minute at most) and accept errors.
+	Log *slog.Logger
+}
+
 // Serve accepts on ln until Shutdown or Close and runs each connection's
-// session, made by newSession, on its own goroutine. It returns
-// ErrServerClosed after a shutdown, or the accept error that stopped it.
-func (t *Tracker) Serve(ln net.Listener, log *slog.Logger, newSession func(net.Conn) Session) error {
+// session, made by newSession, on its own goroutine. Before that, on that
+// goroutine, it reads the PROXY header when the listener expects one (the
+// connection's RemoteAddr is then the client's) and applies the connection
+// limits. It returns ErrServerClosed after a shutdown, or the accept error that
+// stopped it.
+func (t *Tracker) Serve(ln net.Listener, a Accept, newSession func(net.Conn) Session) error {
+	log := a.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	trusted, err := a.Listener.trustedNetworks()
+	if err != nil {
+		return err
+	}
+	g := &gate{
+		a: a, log: log, trusted: trusted,
+		limits: &connLimiter{max: a.Limits.maxConnections(), perIP: a.Limits.maxConnectionsPerIP()},
+		logged: &logLimiter{},
+	}
 	t.mu.Lock()
 	if t.closing {
 		t.mu.Unlock()
@@ -62,32 +94,97 @@ func (t *Tracker) Serve(ln net.Listener, log *slog.Logger, newSession func(net.C
 			return err
 		}
 		backoff = 0
-		if !t.start(nc, newSession) {
+		if !t.start(nc, g, newSession) {
 			nc.Close()
 			return ErrServerClosed
 		}
 	}
 }
 
+// gate is one Serve call's admission: PROXY header and connection limits.
+type gate struct {
+	a       Accept
+	log     *slog.Logger
+	trusted []netip.Prefix
+	limits  *connLimiter
+	logged  *logLimiter
+}
+
+// admit prepares an accepted connection: its PROXY header read, if expected, and a place
+// within the limits. It returns nil when the connection was refused, and closes it then;
+// release gives back the place.
+func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
+	if g.a.Listener.ProxyProtocol {
+		peer := ClientAddr(nc.RemoteAddr())
+		if !slices.ContainsFunc(g.trusted, func(p netip.Prefix) bool { return p.Contains(peer) }) {
+			if g.logged.allow(peer, time.Now()) {
+				g.log.Warn("connection refused: PROXY protocol peer not in proxy_trusted_networks", "remote", peer.String())
+			}
+			nc.Close()
+			return nil, nil
+		}
+		pc, err := acceptProxy(nc)
+		if err != nil {
+			g.log.Info("connection closed: PROXY protocol header", "remote", nc.RemoteAddr().String(), "reason", err)
+			nc.Close()
+			return nil, nil
+		}
+		nc = pc
+	}
+	ip := ClientAddr(nc.RemoteAddr())
+	if ok, limit := g.limits.acquire(ip); !ok {
+		if g.logged.allow(ip, time.Now()) {
+			g.log.Warn("connection refused: limit reached", "remote", ip.String(), "limit", limit)
+		}
+		if g.a.Refuse != nil {
+			_ = nc.SetDeadline(time.Now().Add(refuseTimeout))
+			g.a.Refuse(nc)
+		}
+		nc.Close()
+		return nil, nil
+	}
+	return nc, func() { g.limits.release(ip) }
+}
+
+// refuseTimeout bounds the refusal of a connection over a limit (TLS handshake included).
+const refuseTimeout = 5 * time.Second
+
 func (t *Tracker) init() {
 	if t.listeners == nil {
 		t.listeners = make(map[net.Listener]struct{})
 		t.sessions = make(map[Session]struct{})
+		t.pending = make(map[net.Conn]struct{})
 		t.done = make(chan struct{})
 	}
 }
 
-func (t *Tracker) start(nc net.Conn, newSession func(net.Conn) Session) bool {
+func (t *Tracker) start(nc net.Conn, g *gate, newSession func(net.Conn) Session) bool {
 	t.mu.Lock()
 	if t.closing {
 		t.mu.Unlock()
 		return false
 	}
-	s := newSession(nc)
-	t.sessions[s] = struct{}{}
+	t.pending[nc] = struct{}{}
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go func() {
+		defer t.wg.Done()
+		conn, release := g.admit(nc)
+		t.mu.Lock()
+		delete(t.pending, nc)
+		if conn == nil {
+			t.mu.Unlock()
+			return
+		}
+		defer release()
+		if t.closing {
+			t.mu.Unlock()
+			conn.Close()
+			return
+		}
+		s := newSession(conn)
+		t.sessions[s] = struct{}{}
+		t.mu.Unlock()
 		defer t.forget(s)
 		s.Serve()
 	}()
@@ -98,7 +195,6 @@ func (t *Tracker) forget(s Session) {
 	t.mu.Lock()
 	delete(t.sessions, s)
 	t.mu.Unlock()
-	t.wg.Done()
 }
 
 // retryableAccept reports accept errors that pass (out of descriptors, a
@@ -167,5 +263,8 @@ func (t *Tracker) abortAll() {
 	defer t.mu.Unlock()
 	for s := range t.sessions {
 		s.Abort()
+	}
+	for nc := range t.pending {
+		nc.Close()
 	}
 }

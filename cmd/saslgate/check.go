@@ -315,13 +315,13 @@ func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSo
 	}
 	switch b.protocol {
 	case probe.IMAP:
-		sess, err := backends.DialIMAP(ctx, b.cfg, user, secret)
+		sess, err := backends.DialIMAP(ctx, b.cfg, user, secret, backends.Client{})
 		if err != nil {
 			return err
 		}
 		return sess.Close()
 	case probe.SMTP:
-		sess, err := backends.DialSMTP(ctx, b.cfg, user, secret)
+		sess, err := backends.DialSMTP(ctx, b.cfg, user, secret, backends.Client{})
 		if err != nil {
 			return err
 		}

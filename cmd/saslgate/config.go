@@ -31,6 +31,7 @@ type fileConfig struct {
 	Secrets   backends.SecretsConfig `yaml:"secrets"`
 	Tokens    introspect.Config      `yaml:"tokens"`
 	HTTP      discovery.Config       `yaml:"http"`
+	Limits    proxy.Limits           `yaml:"limits"`
 }
 
 type logConfig struct {
@@ -87,7 +88,7 @@ func loadConfig(path string) (*fileConfig, error) {
 
 // Validate checks every section and collects all problems.
 func (c *fileConfig) Validate() error {
-	errs := []error{c.Log.Validate(), c.TLS.Validate(), c.Secrets.Validate(), c.Tokens.Validate()}
+	errs := []error{c.Log.Validate(), c.TLS.Validate(), c.Secrets.Validate(), c.Tokens.Validate(), c.Limits.Validate()}
 	if len(c.Listeners) == 0 {
 		errs = append(errs, errors.New("listeners: at least one listener is required"))
 	}

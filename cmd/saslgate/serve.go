@@ -77,6 +77,12 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		return nil, err
 	}
 	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
+	// One failed-authentication record for all listeners: a client guessing on 993 is
+	// slowed on 465 too.
+	var authLimiter proxy.AuthLimiter
+	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {
+		authLimiter = fl
+	}
 	var lns []net.Listener
 	for _, l := range cfg.Listeners {
 		// client_ca_file is read here so that a bad one stops the start, not one listener.
@@ -98,21 +104,25 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		switch l.Protocol {
 		case "imap":
 			g.servers = append(g.servers, &imap.Server{
-				Listener:  l,
-				Config:    cfg.IMAP,
-				TLSConfig: store.TLSConfig(),
-				Validator: validator,
-				Secrets:   secrets,
-				Logger:    logger,
+				Listener:    l,
+				Config:      cfg.IMAP,
+				TLSConfig:   store.TLSConfig(),
+				Validator:   validator,
+				Secrets:     secrets,
+				Limits:      cfg.Limits,
+				AuthLimiter: authLimiter,
+				Logger:      logger,
 			})
 		case "smtp":
 			g.servers = append(g.servers, &smtp.Server{
-				Listener:  l,
-				Config:    cfg.SMTP,
-				TLSConfig: store.TLSConfig(),
-				Validator: validator,
-				Secrets:   secrets,
-				Logger:    logger,
+				Listener:    l,
+				Config:      cfg.SMTP,
+				TLSConfig:   store.TLSConfig(),
+				Validator:   validator,
+				Secrets:     secrets,
+				Limits:      cfg.Limits,
+				AuthLimiter: authLimiter,
+				Logger:      logger,
 			})
 		}
 	}

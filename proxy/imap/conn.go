@@ -223,6 +223,9 @@ func (c *conn) login(cmd *command, deadline time.Time) error {
 	if len(cmd.args) != 2 || cmd.args[0].kind > tokString || cmd.args[1].kind > tokString {
 		return c.badCommand(cmd.tag, "LOGIN takes a user name and a password")
 	}
+	if err := c.authDelay(deadline); err != nil {
+		return err
+	}
 	creds := sasl.Credentials{Mechanism: "LOGIN", AuthzID: cmd.args[0].s, Token: cmd.args[1].s, CBFlag: 'n'}
 	a := c.authenticator(deadline)
 	defer a.cancel()
@@ -252,6 +255,9 @@ func (a *attempt) auth(creds sasl.Credentials) error {
 	s := a.c.s
 	id, err := proxy.Authorize(a.ctx, s.Validator, s.Listener, a.c.bnd, "imap", creds)
 	if err != nil {
+		if s.AuthLimiter != nil && errors.As(err, new(*sasl.Failure)) {
+			s.AuthLimiter.Failed(a.c.client.Addr.Addr())
+		}
 		return err
 	}
 	a.id = id
@@ -259,8 +265,34 @@ func (a *attempt) auth(creds sasl.Credentials) error {
 	if err != nil {
 		return fmt.Errorf("imap: no backend secret for user: %w", err)
 	}
-	a.session, err = s.dial(a.ctx, id.User, secret)
+	a.session, err = s.dial(a.ctx, id.User, secret, a.c.client)
+	if err == nil && s.AuthLimiter != nil {
+		s.AuthLimiter.Succeeded(a.c.client.Addr.Addr())
+	}
 	return err
+}
+
+// authDelay holds back an authentication command from a client that keeps failing
+// (proxy.AuthLimiter), the success answer too, so the delay cannot be cut short by guessing.
+func (c *conn) authDelay(deadline time.Time) error {
+	if c.s.AuthLimiter == nil {
+		return nil
+	}
+	d := c.s.AuthLimiter.Delay(c.client.Addr.Addr())
+	if d <= 0 {
+		return nil
+	}
+	if time.Until(deadline) < d {
+		return errors.New("imap: authentication delay outlasts the pre-authentication timeout")
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.s.sessions.Done():
+		return ErrServerClosed
+	}
 }
 
 // authenticate runs AUTHENTICATE (RFC 9051 §6.2.2, SASL-IR RFC 4959).
@@ -274,6 +306,9 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		return c.badCommand(cmd.tag, "AUTHENTICATE takes a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].s)
+	if err := c.authDelay(deadline); err != nil {
+		return err
+	}
 	a := c.authenticator(deadline)
 	defer a.cancel()
 	var srv gosasl.Server

@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -508,4 +511,52 @@ func TestIMAPClient(t *testing.T) {
 	// go-imap's client does not answer the error challenge (SPECS.md: some
 	// clients stay silent), so its next command would be taken as that answer:
 	// nothing more to check on this connection.
+}
+
+// recordingLimiter is a proxy.AuthLimiter that records what the front end reports.
+type recordingLimiter struct {
+	mu                sync.Mutex
+	failed, succeeded []netip.Addr
+	delays            int
+}
+
+func (r *recordingLimiter) Failed(ip netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = append(r.failed, ip)
+}
+
+func (r *recordingLimiter) Succeeded(ip netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.succeeded = append(r.succeeded, ip)
+}
+
+func (r *recordingLimiter) Delay(netip.Addr) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delays++
+	return time.Millisecond
+}
+
+// Every authentication asks the limiter for its delay and reports its outcome, under the
+// client's address; an IdP-side or backend failure is not the client's failure.
+func TestAuthLimiterReports(t *testing.T) {
+	rl := &recordingLimiter{}
+	e := newEnv(t, func(s *Server) { s.AuthLimiter = rl })
+	c := e.dial(t, true)
+	c.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", "not-a-token"))
+	c.expect("+ ")
+	c.send("AQ==")
+	c.expect("a NO [AUTHENTICATIONFAILED] ")
+	c.send("b LOGIN alice whatever")
+	c.expect("b NO ")
+	c.send("c AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.expect("c OK ")
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	loop := netip.MustParseAddr("127.0.0.1")
+	if !slices.Equal(rl.failed, []netip.Addr{loop}) || !slices.Equal(rl.succeeded, []netip.Addr{loop}) || rl.delays != 2 {
+		t.Errorf("failed %v, succeeded %v, delays asked %d; want one failure and one success from %v, 2 delays", rl.failed, rl.succeeded, rl.delays, loop)
+	}
 }

@@ -27,8 +27,13 @@ type Server struct {
 	Validator proxy.Validator
 	Secrets   proxy.SecretSource
 	// Dial logs in to the backend; nil means backends.DialIMAP with Config.Backend.
+	// (A Dial set here is not told the client's address.)
 	Dial   func(ctx context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error)
 	Logger *slog.Logger
+	// Limits are the connection limits of this listener (zero value: the defaults).
+	Limits proxy.Limits
+	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
+	AuthLimiter proxy.AuthLimiter
 
 	nextID    atomic.Uint64
 	initTLS   sync.Once
@@ -44,11 +49,24 @@ func (s *Server) logger() *slog.Logger {
 	return s.Logger
 }
 
-func (s *Server) dial(ctx context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error) {
+func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, client backends.Client) (*backends.IMAPSession, error) {
 	if s.Dial != nil {
 		return s.Dial(ctx, user, secret)
 	}
-	return backends.DialIMAP(ctx, s.Config.Backend, user, secret)
+	return backends.DialIMAP(ctx, s.Config.Backend, user, secret, client)
+}
+
+// refuse answers a connection over a limit (proxy.Accept.Refuse): inside TLS on an
+// implicit-TLS listener, where a client could not read a plain-text BYE.
+func (s *Server) refuse(nc net.Conn) {
+	if s.Listener.TLS == proxy.TLSImplicit {
+		tc := tls.Server(nc, s.tlsConfig)
+		if tc.Handshake() != nil {
+			return
+		}
+		nc = tc
+	}
+	_, _ = nc.Write([]byte("* BYE Too many connections from your address\r\n"))
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns a
@@ -62,13 +80,18 @@ func (s *Server) Serve(ln net.Listener) error {
 		return fmt.Errorf("imap: %w", s.tlsErr)
 	}
 	log := s.logger().With("listener", s.Listener.Name)
-	err := s.sessions.Serve(ln, log, func(nc net.Conn) proxy.Session {
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
+	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
 			s:      s,
 			id:     fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
 			raw:    nc,
 			nc:     nc,
 			remote: nc.RemoteAddr().String(),
+			client: backends.Client{
+				Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
+				Local: proxy.ClientAddrPort(nc.LocalAddr()),
+			},
 		}
 	})
 	if err != nil && !errors.Is(err, ErrServerClosed) {
@@ -89,6 +112,7 @@ type conn struct {
 	s      *Server
 	id     string
 	remote string
+	client backends.Client // the client's address and the one it connected to
 	log    *slog.Logger
 
 	raw net.Conn // the accepted socket

@@ -37,7 +37,12 @@ type Server struct {
 	// Secrets gives each user's backend secret; not used with backend login "xclient".
 	Secrets proxy.SecretSource
 	// Dial logs in to the backend; nil means backends.DialSMTP with Config.Backend.
+	// (A Dial set here is not told the client's address.)
 	Dial func(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error)
+	// Limits are the connection limits of this listener (zero value: the defaults).
+	Limits proxy.Limits
+	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
+	AuthLimiter proxy.AuthLimiter
 	// Logger receives connection and authentication events; nil discards them.
 	Logger *slog.Logger
 
@@ -58,11 +63,24 @@ func (s *Server) logger() *slog.Logger {
 	return s.Logger
 }
 
-func (s *Server) dial(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error) {
+func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, client backends.Client) (*backends.SMTPSession, error) {
 	if s.Dial != nil {
 		return s.Dial(ctx, user, secret)
 	}
-	return backends.DialSMTP(ctx, s.Config.Backend, user, secret)
+	return backends.DialSMTP(ctx, s.Config.Backend, user, secret, client)
+}
+
+// refuse answers a connection over a limit (proxy.Accept.Refuse), inside TLS on an
+// implicit-TLS listener (RFC 5321 §3.8: 421, then close).
+func (s *Server) refuse(nc net.Conn) {
+	if s.Listener.TLS == proxy.TLSImplicit {
+		tc := tls.Server(nc, s.tlsConfig)
+		if tc.Handshake() != nil {
+			return
+		}
+		nc = tc
+	}
+	_, _ = nc.Write([]byte("421 4.7.0 Too many connections\r\n"))
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns a non-nil error,
@@ -89,9 +107,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.refresh(s.probe())
 	})
 	log := s.logger().With("listener", s.Listener.Name)
-	err := s.sessions.Serve(ln, log, func(nc net.Conn) proxy.Session {
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
+	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		c := &conn{
-			Conn:     nc,
+			Conn: nc,
+			client: backends.Client{
+				Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
+				Local: proxy.ClientAddrPort(nc.LocalAddr()),
+			},
 			s:        s,
 			preauth:  time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
 			idle:     s.Config.IdleTimeout.Or(DefaultIdleTimeout),
@@ -175,7 +198,8 @@ func (s *Server) smtpServer(c *conn) *gosmtp.Server {
 // any). Every read has a deadline: the fixed pre-authentication one until AUTH succeeds, then
 // the idle timeout. Close, which go-smtp calls last, unregisters the connection.
 type conn struct {
-	net.Conn // the accepted socket
+	net.Conn                 // the accepted socket
+	client   backends.Client // the client's address and the one it connected to
 	s        *Server
 	log      *slog.Logger
 	preauth  time.Time

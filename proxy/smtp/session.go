@@ -143,6 +143,9 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 	if !s.tls {
 		return nil, errEncryptionRequired
 	}
+	if err := s.authDelay(); err != nil {
+		return nil, err
+	}
 	a := &authExchange{s: s, mech: mech}
 	switch mech {
 	case sasl.OAuthBearer:
@@ -176,7 +179,10 @@ func (a *authExchange) authenticate(creds sasl.Credentials) error {
 	defer cancel()
 	id, err := proxy.Authorize(ctx, srv.Validator, srv.Listener, a.s.bnd, "smtp", creds)
 	if err != nil {
-		errors.As(err, &a.failure) // for the log and noReply, if it is a *sasl.Failure
+		// For the log and noReply, if it is a *sasl.Failure.
+		if errors.As(err, &a.failure) && srv.AuthLimiter != nil {
+			srv.AuthLimiter.Failed(a.s.c.client.Addr.Addr())
+		}
 		return err
 	}
 	a.id = id
@@ -185,8 +191,37 @@ func (a *authExchange) authenticate(creds sasl.Credentials) error {
 			return fmt.Errorf("smtp: no backend secret for user: %w", err)
 		}
 	}
-	a.be, err = srv.dial(ctx, id.User, a.secret)
+	a.be, err = srv.dial(ctx, id.User, a.secret, a.s.c.client)
+	if err == nil && srv.AuthLimiter != nil {
+		srv.AuthLimiter.Succeeded(a.s.c.client.Addr.Addr())
+	}
 	return err
+}
+
+// authDelay holds back an AUTH command from a client that keeps failing (proxy.AuthLimiter),
+// the success answer too, so the delay cannot be cut short by guessing.
+func (s *session) authDelay() error {
+	srv := s.c.s
+	if srv.AuthLimiter == nil {
+		return nil
+	}
+	d := srv.AuthLimiter.Delay(s.c.client.Addr.Addr())
+	if d <= 0 {
+		return nil
+	}
+	if time.Until(s.c.preauth) < d {
+		s.c.hangUp()
+		return errAuthTemporary
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-srv.sessions.Done():
+		s.c.hangUp()
+		return errAuthTemporary
+	}
 }
 
 // Next implements gosasl.Server.
@@ -283,7 +318,7 @@ func (s *session) senderAllowed(from string) bool {
 func (s *session) backendMail(from string, opts *gosmtp.MailOptions) error {
 	for retry := s.be != nil; ; retry = false {
 		if s.be == nil {
-			be, err := s.c.s.dial(context.Background(), s.user, s.secret)
+			be, err := s.c.s.dial(context.Background(), s.user, s.secret, s.c.client)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -962,5 +963,39 @@ func TestConfigValidate(t *testing.T) {
 		if got := (Config{MaxMessageBytes: tc.cfg}).maxMessageBytes(tc.backend); got != tc.want {
 			t.Errorf("maxMessageBytes(%d) with max_message_bytes %d = %d, want %d", tc.backend, tc.cfg, got, tc.want)
 		}
+	}
+}
+
+// A client that keeps failing is slowed down: after limits.auth_failures failures its AUTH
+// answers wait; a delay longer than what is left of the pre-auth time ends the connection
+// with 454 4.7.0 instead of holding it. The limiter is told each outcome.
+func TestAuthFailureDelay(t *testing.T) {
+	fl := proxy.NewFailureLimiter(proxy.Limits{
+		AuthFailures: 1, AuthDelay: config.Duration(time.Hour), MaxAuthDelay: config.Duration(time.Hour),
+	}, nil)
+	e := newEnv(t, nil, func(s *Server) { s.AuthLimiter = fl })
+	c := e.dial(t, true)
+	c.send("EHLO client.example")
+	c.expect("250 ")
+	c.send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
+	c.expect("334 ")
+	c.send("")
+	c.expect("535 5.7.8 ")
+	if d := fl.Delay(netip.MustParseAddr("127.0.0.1")); d != time.Hour {
+		t.Fatalf("delay after one failure = %v, want 1h", d)
+	}
+	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.expect("454 4.7.0 ")
+	c.expectEOF()
+
+	// A success forgets the failures.
+	fl.Succeeded(netip.MustParseAddr("127.0.0.1"))
+	c = e.dial(t, true)
+	c.send("EHLO client.example")
+	c.expect("250 ")
+	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.expect("235 2.0.0 ")
+	if d := fl.Delay(netip.MustParseAddr("127.0.0.1")); d != 0 {
+		t.Errorf("delay after a success = %v, want 0", d)
 	}
 }

@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/config"
+)
+
+// Limits is the limits section of the configuration: connection limits applied by every
+// listener on its own, and the failed-authentication delay shared by all listeners.
+type Limits struct {
+	// MaxConnections bounds the open connections of one listener (default 10000).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds the open connections of one listener from one client
+	// address, IPv6 grouped by /64 (default 50).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// AuthFailures is how many failed authentications from one client address, each within
+	// AuthFailureWindow of the previous, pass without delay (default 5).
+	AuthFailures int `yaml:"auth_failures"`
+	// AuthFailureWindow is how long a failure is remembered (default 10m).
+	AuthFailureWindow config.Duration `yaml:"auth_failure_window"`
+	// AuthDelay is the delay of the first authentication answer after AuthFailures failures;
+	// it doubles with each further failure up to MaxAuthDelay (defaults 1s and 30s).
+	AuthDelay    config.Duration `yaml:"auth_delay"`
+	MaxAuthDelay config.Duration `yaml:"max_auth_delay"`
+	// SkipAuthDelay turns the failed-authentication delay off: password-guessing style
+	// attacks on tokens, and a flood of failing logins, then cost the attacker nothing.
+	SkipAuthDelay bool `yaml:"skip_auth_delay"`
+}
+
+// Limit defaults.
+const (
+	DefaultMaxConnections      = 10000
+	DefaultMaxConnectionsPerIP = 50
+	DefaultAuthFailures        = 5
+	DefaultAuthFailureWindow   = 10 * time.Minute
+	DefaultAuthDelay           = time.Second
+	DefaultMaxAuthDelay        = 30 * time.Second
+)
+
+func (l Limits) maxConnections() int { return orInt(l.MaxConnections, DefaultMaxConnections) }
+func (l Limits) maxConnectionsPerIP() int {
+	return orInt(l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+}
+
+func orInt(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Validate names every bad field.
+func (l Limits) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max_connections", l.MaxConnections}, {"max_connections_per_ip", l.MaxConnectionsPerIP}, {"auth_failures", l.AuthFailures}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("limits.%s must not be negative", f.name))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		d    config.Duration
+	}{{"auth_failure_window", l.AuthFailureWindow}, {"auth_delay", l.AuthDelay}, {"max_auth_delay", l.MaxAuthDelay}} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("limits.%s must not be negative", f.name))
+		}
+	}
+	if l.AuthDelay.Or(DefaultAuthDelay) > l.MaxAuthDelay.Or(DefaultMaxAuthDelay) {
+		errs = append(errs, fmt.Errorf("limits.auth_delay %v exceeds max_auth_delay %v", l.AuthDelay.Or(DefaultAuthDelay), l.MaxAuthDelay.Or(DefaultMaxAuthDelay)))
+	}
+	return errors.Join(errs...)
+}
+
+// AddrGroup is the key client addresses are counted under: the address itself for IPv4,
+// its /64 for IPv6 (one customer's network, as providers assign them).
+func AddrGroup(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p
+}
+
+// AuthLimiter slows down clients that keep failing to authenticate. The front ends report
+// every outcome and wait Delay before answering each authentication command.
+type AuthLimiter interface {
+	Failed(ip netip.Addr)
+	Succeeded(ip netip.Addr)
+	Delay(ip netip.Addr) time.Duration
+}
+
+// FailureLimiter is the AuthLimiter of Limits: after AuthFailures failures from one client
+// address group (AddrGroup), each within AuthFailureWindow of the previous, every further
+// authentication answer waits AuthDelay, doubling per failure up to MaxAuthDelay. A success
+// forgets the address; so does a quiet AuthFailureWindow.
+type FailureLimiter struct {
+	threshold     int
+	window        time.Duration
+	base, ceiling time.Duration
+	now           func() time.Time
+
+	mu      sync.Mutex
+	entries map[netip.Prefix]*failures
+}
+
+type failures struct {
+	count int
+	last  time.Time
+}
+
+// maxFailureEntries bounds the limiter's memory; expired entries are swept first.
+const maxFailureEntries = 100000
+
+var _ AuthLimiter = (*FailureLimiter)(nil)
+
+// NewFailureLimiter returns the limiter l describes, or nil when l.SkipAuthDelay. now is the
+// clock (nil: time.Now).
+func NewFailureLimiter(l Limits, now func() time.Time) *FailureLimiter {
+	if l.SkipAuthDelay {
+		return nil
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &FailureLimiter{
+		threshold: orInt(l.AuthFailures, DefaultAuthFailures),
+		window:    l.AuthFailureWindow.Or(DefaultAuthFailureWindow),
+		base:      l.AuthDelay.Or(DefaultAuthDelay),
+		ceiling:   l.MaxAuthDelay.Or(DefaultMaxAuthDelay),
+		now:       now,
+		entries:   make(map[netip.Prefix]*failures),
+	}
+}
+
+// Failed records a failed authentication from ip.
+func (f *FailureLimiter) Failed(ip netip.Addr) {
+	if f == nil || !ip.IsValid() {
+		return
+	}
+	key, now := AddrGroup(ip), f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.entries[key]
+	if e == nil || now.Sub(e.last) > f.window {
+		if len(f.entries) >= maxFailureEntries {
+			f.sweep(now)
+		}
+		e = &failures{}
+		f.entries[key] = e
+	}
+	e.count++
+	e.last = now
+}
+
+// sweep drops expired entries, then arbitrary ones while the map is still full.
+func (f *FailureLimiter) sweep(now time.Time) {
+	for k, e := range f.entries {
+		if now.Sub(e.last) > f.window {
+			delete(f.entries, k)
+		}
+	}
+	for k := range f.entries {
+		if len(f.entries) < maxFailureEntries {
+			break
+		}
+		delete(f.entries, k)
+	}
+}
+
+// Succeeded forgets ip's failures.
+func (f *FailureLimiter) Succeeded(ip netip.Addr) {
+	if f == nil || !ip.IsValid() {
+		return
+	}
+	f.mu.Lock()
+	delete(f.entries, AddrGroup(ip))
+	f.mu.Unlock()
+}
+
+// Delay is how long the next authentication answer to ip waits.
+func (f *FailureLimiter) Delay(ip netip.Addr) time.Duration {
+	if f == nil || !ip.IsValid() {
+		return 0
+	}
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.entries[AddrGroup(ip)]
+	if e == nil || now.Sub(e.last) > f.window || e.count < f.threshold {
+		return 0
+	}
+	d := f.base
+	for i := f.threshold; i < e.count && d < f.ceiling; i++ {
+		d *= 2
+	}
+	return min(d, f.ceiling)
+}
+
+// connLimiter counts one listener's open connections, in all and per AddrGroup.
+type connLimiter struct {
+	max, perIP int
+	mu         sync.Mutex
+	total      int
+	byGroup    map[netip.Prefix]int
+}
+
+// acquire counts a connection from ip unless a limit is reached; which one it reports.
+func (c *connLimiter) acquire(ip netip.Addr) (ok bool, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.total >= c.max {
+		return false, "max_connections"
+	}
+	key := AddrGroup(ip)
+	if ip.IsValid() && c.byGroup[key] >= c.perIP {
+		return false, "max_connections_per_ip"
+	}
+	c.total++
+	if ip.IsValid() {
+		if c.byGroup == nil {
+			c.byGroup = make(map[netip.Prefix]int)
+		}
+		c.byGroup[key]++
+	}
+	return true, ""
+}
+
+func (c *connLimiter) release(ip netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if ip.IsValid() {
+		key := AddrGroup(ip)
+		if c.byGroup[key]--; c.byGroup[key] <= 0 {
+			delete(c.byGroup, key)
+		}
+	}
+}
+
+// logLimiter lets a refusal be logged once per address group per minute at most.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[netip.Prefix]time.Time
+}
+
+func (l *logLimiter) allow(ip netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := AddrGroup(ip)
+	if t, ok := l.last[key]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if l.last == nil || len(l.last) >= 10000 {
+		for k, t := range l.last {
+			if now.Sub(t) >= time.Minute {
+				delete(l.last, k)
+			}
+		}
+		if l.last == nil || len(l.last) >= 10000 {
+			l.last = make(map[netip.Prefix]time.Time)
+		}
+	}
+	l.last[key] = now
+	return true
+}

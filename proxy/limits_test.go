@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/config"
+)
+
+func TestFailureLimiterDelay(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := NewFailureLimiter(Limits{
+		AuthFailures: 3, AuthFailureWindow: config.Duration(time.Minute),
+		AuthDelay: config.Duration(time.Second), MaxAuthDelay: config.Duration(5 * time.Second),
+	}, func() time.Time { return now })
+	bad, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	var got []time.Duration
+	for range 7 {
+		got = append(got, f.Delay(bad))
+		f.Failed(bad)
+		now = now.Add(10 * time.Second)
+	}
+	want := []time.Duration{0, 0, 0, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("delays before each failure = %v, want %v", got, want)
+		}
+	}
+	if d := f.Delay(other); d != 0 {
+		t.Errorf("another address is delayed %v", d)
+	}
+	// IPv4-mapped IPv6 is the same client.
+	if d := f.Delay(netip.MustParseAddr("::ffff:192.0.2.1")); d != 5*time.Second {
+		t.Errorf("mapped address delay = %v, want 5s", d)
+	}
+	// A quiet window forgets the failures.
+	now = now.Add(61 * time.Second)
+	if d := f.Delay(bad); d != 0 {
+		t.Errorf("after a quiet window the delay is %v, want 0", d)
+	}
+	// A success forgets them at once.
+	for range 4 {
+		f.Failed(bad)
+	}
+	if f.Delay(bad) == 0 {
+		t.Fatal("no delay after 4 failures")
+	}
+	f.Succeeded(bad)
+	if d := f.Delay(bad); d != 0 {
+		t.Errorf("after a success the delay is %v, want 0", d)
+	}
+}
+
+// IPv6 clients are grouped by /64: rotating through a /64 does not escape the delay.
+func TestFailureLimiterIPv6Group(t *testing.T) {
+	f := NewFailureLimiter(Limits{AuthFailures: 1}, nil)
+	f.Failed(netip.MustParseAddr("2001:db8:1:2::1"))
+	f.Failed(netip.MustParseAddr("2001:db8:1:2:ffff::9"))
+	if d := f.Delay(netip.MustParseAddr("2001:db8:1:2::77")); d != 2*DefaultAuthDelay {
+		t.Errorf("same /64 delay = %v, want %v", d, 2*DefaultAuthDelay)
+	}
+	if d := f.Delay(netip.MustParseAddr("2001:db8:1:3::1")); d != 0 {
+		t.Errorf("next /64 delay = %v, want 0", d)
+	}
+}
+
+func TestFailureLimiterOff(t *testing.T) {
+	if f := NewFailureLimiter(Limits{SkipAuthDelay: true}, nil); f != nil {
+		t.Fatal("skip_auth_delay still returns a limiter")
+	}
+	var f *FailureLimiter // the nil limiter is usable and never delays
+	f.Failed(netip.MustParseAddr("192.0.2.1"))
+	if d := f.Delay(netip.MustParseAddr("192.0.2.1")); d != 0 {
+		t.Errorf("nil limiter delay %v", d)
+	}
+}
+
+func TestConnLimiter(t *testing.T) {
+	c := &connLimiter{max: 3, perIP: 2}
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i, step := range []struct {
+		ip     netip.Addr
+		ok     bool
+		reason string
+	}{{a, true, ""}, {a, true, ""}, {a, false, "max_connections_per_ip"}, {b, true, ""}, {b, false, "max_connections"}} {
+		if ok, reason := c.acquire(step.ip); ok != step.ok || reason != step.reason {
+			t.Fatalf("step %d: acquire(%v) = %v %q, want %v %q", i, step.ip, ok, reason, step.ok, step.reason)
+		}
+	}
+	c.release(a)
+	if ok, _ := c.acquire(a); !ok {
+		t.Error("no place after a release")
+	}
+	c.release(a)
+	c.release(a)
+	c.release(b)
+	if c.total != 0 || len(c.byGroup) != 0 {
+		t.Errorf("after releasing all: total %d, groups %v", c.total, c.byGroup)
+	}
+}
+
+func TestLimitsValidate(t *testing.T) {
+	if err := (Limits{}).Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	err := Limits{MaxConnections: -1, AuthDelay: config.Duration(time.Minute)}.Validate()
+	for _, want := range []string{"limits.max_connections must not be negative", "limits.auth_delay 1m0s exceeds max_auth_delay 30s"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+func TestListenerProxyProtocolValidate(t *testing.T) {
+	base := ListenerConfig{Name: "imaps", Protocol: "imap", Address: ":993", TLS: TLSImplicit}
+	for _, tc := range []struct {
+		proxy   bool
+		trusted []string
+		want    string
+	}{
+		{true, nil, "proxy_trusted_networks is required"},
+		{false, []string{"10.0.0.0/8"}, "only used with proxy_protocol"},
+		{true, []string{"10.0.0.0/33"}, `"10.0.0.0/33" is not a CIDR network`},
+		{true, []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32"}, ""},
+	} {
+		l := base
+		l.ProxyProtocol, l.ProxyTrustedNetworks = tc.proxy, tc.trusted
+		err := l.Validate("listeners[0]")
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("proxy %v trusted %v: err = %v, want %q", tc.proxy, tc.trusted, err, tc.want)
+		}
+	}
+}
