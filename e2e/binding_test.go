@@ -95,6 +95,7 @@ listeners:
   error_reply_timeout: 1s
 %[6]shttp: {address: %[7]q, domains: [example.com], resource: "https://127.0.0.1"}
 secrets: {source: hmac, hmac_key_file: %[8]q}
+limits: {skip_auth_delay: true}
 tokens:
   issuers:
     - issuer: %[9]q

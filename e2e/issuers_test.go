@@ -343,6 +343,7 @@ imap:
   preauth_timeout: 30s
   error_reply_timeout: 1s
 secrets: {source: hmac, hmac_key_file: %[7]q}
+limits: {skip_auth_delay: true}
 tokens:
   issuers:
 %[8]s  cache: %[9]s

@@ -143,6 +143,15 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Validator, error) {
 	return v, nil
 }
 
+// Close drops the cached validations, for a Validator being replaced (SIGHUP). The cache's
+// expiry goroutine (golang-lru/v2's expirable LRU has no way to stop it) stays, idle and
+// holding an empty cache; validations still in flight may add entries, which expire as usual.
+func (v *Validator) Close() {
+	if v.cache != nil {
+		v.cache.Purge()
+	}
+}
+
 func (v *Validator) newIssuer(ic IssuerConfig) (*issuer, error) {
 	client, err := newIDPClient(v.client, ic)
 	if err != nil {

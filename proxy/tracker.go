@@ -21,6 +21,9 @@ type Session interface {
 	Serve()
 	// Abort closes the connection at once; it is called from another goroutine.
 	Abort()
+	// End closes the connection the protocol's way (IMAP BYE, SMTP 421), for the end of
+	// a drain; it is called from another goroutine and returns within a few seconds.
+	End()
 }
 
 // Tracker runs a front end's accept loops and keeps the registry of its open
@@ -222,7 +225,8 @@ func (t *Tracker) Done() <-chan struct{} {
 }
 
 // Shutdown stops accepting and waits for open sessions to end until ctx is
-// done, then aborts those left.
+// done, then ends those left (Session.End), aborting any still open after
+// endTimeout. It returns ctx's error when sessions had to be ended.
 func (t *Tracker) Shutdown(ctx context.Context) error {
 	t.closeListeners()
 	done := make(chan struct{})
@@ -231,9 +235,30 @@ func (t *Tracker) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		t.abortAll()
-		<-done
+		t.endAll()
+		select {
+		case <-done:
+		case <-time.After(endTimeout):
+			t.abortAll()
+			<-done
+		}
 		return ctx.Err()
+	}
+}
+
+// endTimeout bounds the sessions' End at the end of a drain; those left are aborted.
+const endTimeout = 5 * time.Second
+
+// endAll ends every session the protocol's way, all at once, and closes connections that
+// are not sessions yet.
+func (t *Tracker) endAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for s := range t.sessions {
+		go s.End()
+	}
+	for nc := range t.pending {
+		nc.Close()
 	}
 }
 

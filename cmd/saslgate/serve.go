@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
-	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
 	"github.com/saslgate/saslgate/proxy/smtp"
@@ -41,9 +42,24 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("saslgate started", "version", versionString())
-	select {
-	case <-ctx.Done():
-	case err = <-g.errc:
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	running := cfg
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-g.errc:
+			break wait
+		case <-hup:
+			next, rerr := reload(ctx, *path, running, g.live, store, logger)
+			if rerr != nil {
+				logger.Error("configuration reload rejected; the running configuration is kept", "path", *path, "reason", rerr)
+			}
+			running = next
+		}
 	}
 	logger.Info("shutting down", "timeout", *drain)
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
@@ -59,6 +75,7 @@ type server interface {
 
 // gateway is a running set of listeners.
 type gateway struct {
+	live    *live // token validation and secrets, replaced by reload
 	servers []server
 	http    *http.Server        // client auto-configuration; nil when not configured
 	addrs   map[string]net.Addr // listener name (and "http") → bound address
@@ -68,15 +85,11 @@ type gateway struct {
 // startGateway wires the packages together and starts every listener. All
 // sockets are bound before any is served, so a bad address fails the start.
 func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logger *slog.Logger) (*gateway, error) {
-	validator, err := introspect.New(ctx, cfg.Tokens, introspect.WithLogger(logger))
+	lv, err := newLive(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := backends.NewSecretSource(cfg.Secrets, logger)
-	if err != nil {
-		return nil, err
-	}
-	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
+	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
 	// One failed-authentication record for all listeners: a client guessing on 993 is
 	// slowed on 465 too.
 	var authLimiter proxy.AuthLimiter
@@ -107,8 +120,8 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Listener:    l,
 				Config:      cfg.IMAP,
 				TLSConfig:   store.TLSConfig(),
-				Validator:   validator,
-				Secrets:     secrets,
+				Validator:   lv,
+				Secrets:     lv,
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,
@@ -118,8 +131,8 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Listener:    l,
 				Config:      cfg.SMTP,
 				TLSConfig:   store.TLSConfig(),
-				Validator:   validator,
-				Secrets:     secrets,
+				Validator:   lv,
+				Secrets:     lv,
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,

@@ -58,7 +58,11 @@ func (c *conn) run() error {
 		case err != nil:
 			if isTimeout(err) {
 				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-				c.writef("* BYE Autologout; authentication took too long")
+				if c.ending.Load() {
+					c.bw.WriteString(byeShutdown)
+				} else {
+					c.writef("* BYE Autologout; authentication took too long")
+				}
 				c.bw.Flush()
 			}
 			return err
@@ -396,15 +400,19 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 		return err
 	}
 	c.raw.SetDeadline(time.Time{})
+	down := &downstream{Conn: c.nc}
 	c.mu.Lock()
-	c.backend = sess.Conn
+	c.backend, c.down = sess.Conn, down
 	c.mu.Unlock()
+	if c.ending.Load() { // End came during the login: it found no downstream to end
+		down.end()
+	}
 	// Hand the readers to the splice and keep no reference, so their buffers
 	// are freed once drained rather than held for the session's life.
 	cbr, bbr := c.br, sess.Reader
 	c.br, c.bw, sess.Reader = nil, nil, nil
-	up, down := splice(c.nc, cbr, sess.Conn, bbr)
-	c.log.Info("session ended", "bytes_up", up, "bytes_down", down)
+	up, dn := splice(down, cbr, sess.Conn, bbr)
+	c.log.Info("session ended", "bytes_up", up, "bytes_down", dn)
 	return errSpliced
 }
 

@@ -50,6 +50,7 @@ type env struct {
 	roots   *x509.CertPool
 	implAdr string // implicit TLS listener
 	stlsAdr string // STARTTLS listener
+	servers map[string]*Server
 }
 
 type envOption func(*Server)
@@ -97,7 +98,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{issuer: iss, roots: x509.NewCertPool()}
+	e := &env{issuer: iss, roots: x509.NewCertPool(), servers: map[string]*Server{}}
 	e.roots.AppendCertsFromPEM(certPEM)
 	for _, mode := range []string{proxy.TLSImplicit, proxy.TLSStartTLS} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,6 +118,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		}
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
+		e.servers[mode] = srv
 		if mode == proxy.TLSImplicit {
 			e.implAdr = ln.Addr().String()
 		} else {

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
@@ -83,11 +84,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
-			s:      s,
-			id:     fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
-			raw:    nc,
-			nc:     nc,
-			remote: nc.RemoteAddr().String(),
+			s:        s,
+			id:       fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
+			raw:      nc,
+			nc:       nc,
+			remote:   nc.RemoteAddr().String(),
+			finished: make(chan struct{}),
 			client: backends.Client{
 				Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
 				Local: proxy.ClientAddrPort(nc.LocalAddr()),
@@ -124,7 +126,11 @@ type conn struct {
 	bad int
 
 	mu      sync.Mutex
-	backend net.Conn // set while spliced, closed by close()
+	backend net.Conn    // set while spliced, closed by Abort
+	down    *downstream // set while spliced: the client as the backend's bytes reach it
+
+	ending   atomic.Bool   // End was called: a read timeout means shutdown
+	finished chan struct{} // closed when Serve returns
 }
 
 // Abort closes the client and backend connections (proxy.Session).
@@ -137,8 +143,34 @@ func (c *conn) Abort() {
 	c.mu.Unlock()
 }
 
+// End ends the connection for a drain (proxy.Session): a spliced session gets "* BYE" at
+// the next response boundary, one not yet logged in gets it at its next read; then both
+// connections close. It returns within about endWait.
+func (c *conn) End() {
+	c.ending.Store(true)
+	c.mu.Lock()
+	down := c.down
+	c.mu.Unlock()
+	t := time.NewTimer(endWait)
+	defer t.Stop()
+	if down != nil {
+		select {
+		case <-down.end():
+		case <-t.C:
+		}
+	} else {
+		_ = c.raw.SetReadDeadline(time.Now())
+		select {
+		case <-c.finished:
+		case <-t.C:
+		}
+	}
+	c.Abort()
+}
+
 // Serve runs the connection (proxy.Session).
 func (c *conn) Serve() {
+	defer close(c.finished)
 	defer c.Abort()
 	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
 	defer func() {

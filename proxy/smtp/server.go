@@ -212,6 +212,7 @@ type conn struct {
 	finished   chan struct{} // closed by Close: the session is over
 
 	mu      sync.Mutex
+	wire    net.Conn              // what go-smtp writes to: this conn, or TLS over it
 	backend *backends.SMTPSession // closed by abort
 	pending []byte                // read by clientGone, for the next Read
 
@@ -239,6 +240,9 @@ func (c *conn) Serve() {
 		}
 		nc = tc
 	}
+	c.mu.Lock()
+	c.wire = nc
+	c.mu.Unlock()
 	// go-smtp serves the connection on its own goroutine; its Serve returns once the
 	// one-shot listener reports itself closed, and the session lasts until Close.
 	_ = c.s.smtpServer(c).Serve(&oneConn{c: nc})
@@ -306,6 +310,23 @@ func (c *conn) Abort() {
 		c.backend.Close()
 	}
 	c.mu.Unlock()
+}
+
+// endWait bounds End's write of its 421 to a slow client.
+const endWait = 2 * time.Second
+
+// End ends the connection for a drain (proxy.Session): "421 4.3.2" (RFC 5321 §3.8; RFC 3463
+// 4.3.2, system not accepting network messages), then the socket and the backend session
+// close. A message whose data was not complete is abandoned at the backend, not delivered.
+func (c *conn) End() {
+	c.mu.Lock()
+	w := c.wire
+	c.mu.Unlock()
+	if w != nil {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(endWait))
+		_, _ = w.Write([]byte("421 4.3.2 Service shutting down, please reconnect\r\n"))
+	}
+	c.Abort()
 }
 
 // hangUp makes the next reply the last (RFC 5321 §3.8: after a 421 the server closes).

@@ -900,7 +900,7 @@ func heapSampler(t *testing.T) (uint64, func() uint64) {
 	return base, func() uint64 { close(stop); return <-done }
 }
 
-// Shutdown waits for an open session until its context ends, then closes it.
+// Shutdown waits for an open session until its context ends, then ends it with 421.
 func TestShutdown(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login(t)
@@ -909,6 +909,7 @@ func TestShutdown(t *testing.T) {
 	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want DeadlineExceeded with a session open", err)
 	}
+	c.expect("421 4.3.2 ")
 	c.expectEOF()
 	if _, err := tls.Dial("tcp", e.implAdr, e.tlsConfig()); err == nil {
 		t.Error("listener still accepting after Shutdown")

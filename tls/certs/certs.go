@@ -81,6 +81,23 @@ func (s *Store) reload() error {
 	return nil
 }
 
+// Reload reads cfg's certificate and key now, whether or not the files changed (SIGHUP), and
+// serves them from the next handshake on; cfg may name other files than before. On error the
+// current certificate and files stay.
+func (s *Store) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := &Store{cfg: cfg, logger: s.logger}
+	if err := next.reload(); err != nil {
+		return err
+	}
+	s.cfg, s.cert, s.certMod, s.keyMod, s.lastCheck = cfg, next.cert, next.certMod, next.keyMod, time.Now()
+	return nil
+}
+
 // Certificate returns the current certificate, reloading it first when the
 // files changed since the last check.
 func (s *Store) Certificate() *tls.Certificate {

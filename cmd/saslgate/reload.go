@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync/atomic"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/tls/certs"
+)
+
+// live is what a reload replaces under running sessions: token validation and backend
+// secrets. The front ends hold it as their Validator and SecretSource; a session that has
+// begun an authentication finishes it with the values it started with.
+type live struct {
+	validator atomic.Pointer[introspect.Validator]
+	secrets   atomic.Pointer[secretSource]
+}
+
+type secretSource struct{ backends.SecretSource }
+
+func (l *live) Validate(ctx context.Context, r introspect.Request) (introspect.Identity, error) {
+	return l.validator.Load().Validate(ctx, r)
+}
+
+func (l *live) Secret(ctx context.Context, user string) (backends.Secret, error) {
+	return l.secrets.Load().Secret(ctx, user)
+}
+
+// newLive builds the validator and secret source cfg describes.
+func newLive(ctx context.Context, cfg *fileConfig, logger *slog.Logger) (*live, error) {
+	v, s, err := buildLive(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	l := &live{}
+	l.validator.Store(v)
+	l.secrets.Store(s)
+	return l, nil
+}
+
+func buildLive(ctx context.Context, cfg *fileConfig, logger *slog.Logger) (*introspect.Validator, *secretSource, error) {
+	v, err := introspect.New(ctx, cfg.Tokens, introspect.WithLogger(logger))
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := backends.NewSecretSource(cfg.Secrets, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, &secretSource{s}, nil
+}
+
+// reload applies the configuration file at path to the running gateway (SIGHUP): the tokens
+// section (issuers, policy; the validation cache starts empty), the secrets section and the
+// TLS certificate, all or nothing. Sections that need new sockets or sessions (listeners,
+// imap, smtp, limits, http, log) are compared and reported as needing a restart. A file that
+// does not load is rejected and the running configuration kept.
+func reload(ctx context.Context, path string, running *fileConfig, l *live, store *certs.Store, logger *slog.Logger) (*fileConfig, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return running, err
+	}
+	v, s, err := buildLive(ctx, cfg, logger)
+	if err != nil {
+		return running, err
+	}
+	if err := store.Reload(cfg.TLS); err != nil {
+		return running, err
+	}
+	old := l.validator.Swap(v)
+	l.secrets.Store(s)
+	old.Close()
+	var restart []string
+	for _, sec := range []struct {
+		name     string
+		old, new any
+	}{
+		{"listeners", running.Listeners, cfg.Listeners}, {"imap", running.IMAP, cfg.IMAP},
+		{"smtp", running.SMTP, cfg.SMTP}, {"limits", running.Limits, cfg.Limits},
+		{"http", running.HTTP, cfg.HTTP}, {"log", running.Log, cfg.Log},
+	} {
+		if !reflect.DeepEqual(sec.old, sec.new) {
+			restart = append(restart, sec.name)
+		}
+	}
+	// What is not applied stays as it runs, so the next reload compares against that.
+	applied := *running
+	applied.Tokens, applied.Secrets, applied.TLS = cfg.Tokens, cfg.Secrets, cfg.TLS
+	if len(restart) > 0 {
+		logger.Warn("configuration reloaded; changed sections need a restart to apply", "path", path, "restart_needed", fmt.Sprint(restart))
+	} else {
+		logger.Info("configuration reloaded", "path", path)
+	}
+	return &applied, nil
+}
