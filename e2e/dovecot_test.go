@@ -133,6 +133,9 @@ state_dir = %[1]s/state
 log_path = %[2]s
 auth_verbose = yes
 auth_failure_delay = 0
+# saslgate connects from loopback and, with forward_client_address, names the real
+# client in ID x-originating-ip, which Dovecot honours only from trusted networks.
+login_trusted_networks = 127.0.0.1/32
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login

@@ -343,7 +343,7 @@ imap:
   preauth_timeout: 30s
   error_reply_timeout: 1s
 secrets: {source: hmac, hmac_key_file: %[7]q}
-limits: {skip_auth_delay: true}
+limits: {skip_auth_delay: true, max_connections_per_ip: 1000}
 tokens:
   issuers:
 %[8]s  cache: %[9]s

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type env struct {
 	deadIss  string
 	certPool *x509.CertPool
 	certFile string
+	keyFile  string
+	bin      string // the saslgate binary under test
 	hmacKey  []byte
 	procs    []stopper
 	// smtpGateErr is set when saslgate refused a configuration with SMTP listeners;
@@ -170,8 +173,8 @@ func (e *env) checkLeaks() bool {
 		backends.DeriveSecret(e.hmacKey, mailUser2).Reveal(): "bob's backend secret",
 	}
 	found := false
-	for _, g := range []*gate{e.gate, e.deadGate} {
-		b, err := os.ReadFile(g.log)
+	for _, log := range e.gateLogs() {
+		b, err := os.ReadFile(log)
 		if err != nil {
 			continue
 		}
@@ -179,7 +182,7 @@ func (e *env) checkLeaks() bool {
 			for needle, what := range needles {
 				if strings.Contains(line, needle) {
 					found = true
-					fmt.Fprintf(os.Stderr, "e2e: %s logs %s: %.300s\n", filepath.Base(g.log), what, line)
+					fmt.Fprintf(os.Stderr, "e2e: %s logs %s: %.300s\n", filepath.Base(log), what, line)
 				}
 			}
 		}
@@ -187,16 +190,30 @@ func (e *env) checkLeaks() bool {
 	return found
 }
 
+// extraGateLogs are the logs of the saslgate instances single tests start.
+var extraGateLogs struct {
+	sync.Mutex
+	paths []string
+}
+
+// gateLogs lists the log of every saslgate the run started.
+func (e *env) gateLogs() []string {
+	extraGateLogs.Lock()
+	defer extraGateLogs.Unlock()
+	logs := []string{e.gate.log, e.deadGate.log}
+	return append(logs, extraGateLogs.paths...)
+}
+
 // checkRaces reports data races the -race saslgate binaries logged.
 func (e *env) checkRaces() bool {
 	found := false
-	for _, g := range []*gate{e.gate, e.deadGate} {
-		b, err := os.ReadFile(g.log)
+	for _, log := range e.gateLogs() {
+		b, err := os.ReadFile(log)
 		if err != nil || !strings.Contains(string(b), "WARNING: DATA RACE") {
 			continue
 		}
 		found = true
-		fmt.Fprintf(os.Stderr, "e2e: %s reported a data race:\n%s\n", filepath.Base(g.log), b)
+		fmt.Fprintf(os.Stderr, "e2e: %s reported a data race:\n%s\n", filepath.Base(log), b)
 	}
 	return found
 }
@@ -211,6 +228,9 @@ func missingSMTPComponents() []string {
 	}
 	if _, err := exec.LookPath("msmtp"); err != nil {
 		missing = append(missing, "msmtp (not in PATH)")
+	}
+	if _, err := haproxyCommand(); err != nil {
+		missing = append(missing, "haproxy (not in PATH or /usr/sbin)")
 	}
 	if out, err := exec.Command("doveconf", "-d", "-h", "libexec_dir").Output(); err != nil {
 		missing = append(missing, "doveconf (not in PATH)")
@@ -253,7 +273,7 @@ func (e *env) start() error {
 	if err != nil {
 		return err
 	}
-	e.certPool, e.certFile = pool, certFile
+	e.certPool, e.certFile, e.keyFile, e.bin = pool, certFile, keyFile, bin
 
 	e.hmacKey = make([]byte, 32)
 	_, _ = rand.Read(e.hmacKey)

@@ -137,6 +137,8 @@ local_recipient_maps =
 relayhost =
 biff = no
 smtpd_peername_lookup = no
+# saslgate (loopback) may name the real client with XCLIENT ADDR= (forward_client_address).
+smtpd_authorized_xclient_hosts = 127.0.0.1
 smtpd_error_sleep_time = 0
 smtpd_banner = $myhostname ESMTP saslgate-e2e
 # Only example.com, delivered to Dovecot over LMTP; both users exist in Dovecot.

@@ -37,10 +37,11 @@ func dialWire(t *testing.T, addr string, tlsConf *tls.Config) *wire {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	w := &wire{t: t, conn: c, r: bufio.NewReader(c)}
 	t.Cleanup(func() { c.Close() })
-	return w
+	return newWire(t, c)
 }
+
+func newWire(t *testing.T, c net.Conn) *wire { return &wire{t: t, conn: c, r: bufio.NewReader(c)} }
 
 // greeting reads the server greeting and checks it is an untagged OK.
 func (w *wire) greeting() string {

@@ -16,7 +16,7 @@ type Limits struct {
 	// MaxConnections bounds the open connections of one listener (default 10000).
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP bounds the open connections of one listener from one client
-	// address, IPv6 grouped by /64 (default 50).
+	// address, IPv6 grouped by /64 (default 256: an office behind one NAT address has many clients, each with several connections).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// AuthFailures is how many failed authentications from one client address, each within
 	// AuthFailureWindow of the previous, pass without delay (default 5).
@@ -35,7 +35,7 @@ type Limits struct {
 // Limit defaults.
 const (
 	DefaultMaxConnections      = 10000
-	DefaultMaxConnectionsPerIP = 50
+	DefaultMaxConnectionsPerIP = 256
 	DefaultAuthFailures        = 5
 	DefaultAuthFailureWindow   = 10 * time.Minute
 	DefaultAuthDelay           = time.Second
