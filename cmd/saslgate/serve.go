@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
@@ -61,14 +62,22 @@ type server interface {
 type gateway struct {
 	servers []server
 	http    *http.Server        // client auto-configuration; nil when not configured
-	addrs   map[string]net.Addr // listener name (and "http") → bound address
+	admin   *http.Server        // /metrics, /healthz, /readyz; nil when not configured
+	addrs   map[string]net.Addr // listener name (and "http", "admin") → bound address
 	errc    chan error
 }
 
 // startGateway wires the packages together and starts every listener. All
 // sockets are bound before any is served, so a bad address fails the start.
 func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logger *slog.Logger) (*gateway, error) {
-	validator, err := introspect.New(ctx, cfg.Tokens, introspect.WithLogger(logger))
+	// Metrics are collected only when the admin listener can serve them.
+	var m *metrics.Metrics
+	vopts := []introspect.Option{introspect.WithLogger(logger)}
+	if cfg.Admin.Enabled() {
+		m = metrics.New()
+		vopts = append(vopts, introspect.WithObserver(m))
+	}
+	validator, err := introspect.New(ctx, cfg.Tokens, vopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +85,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
+	g := &gateway{addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
 	// One failed-authentication record for all listeners: a client guessing on 993 is
 	// slowed on 465 too.
 	var authLimiter proxy.AuthLimiter
@@ -112,6 +121,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,
+				Metrics:     m,
 			})
 		case "smtp":
 			g.servers = append(g.servers, &smtp.Server{
@@ -123,6 +133,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,
+				Metrics:     m,
 			})
 		}
 	}
@@ -135,6 +146,19 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	}
 	if httpSrv != nil {
 		g.http, g.addrs["http"] = httpSrv, httpAddr
+	}
+	adminSrv, adminAddr, err := startAdmin(cfg, m, validator, logger, g.errc)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if httpSrv != nil {
+			httpSrv.Close()
+		}
+		return nil, err
+	}
+	if adminSrv != nil {
+		g.admin, g.addrs["admin"] = adminSrv, adminAddr
 	}
 	for i, srv := range g.servers {
 		l := cfg.Listeners[i]
@@ -164,6 +188,15 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	for range g.servers {
 		if err := <-errs; err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			all = append(all, err)
+		}
+	}
+	// Last, so that the drain can be watched.
+	if g.admin != nil {
+		if err := g.admin.Shutdown(ctx); err != nil {
+			g.admin.Close()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				all = append(all, err)
+			}
 		}
 	}
 	return errors.Join(all...)

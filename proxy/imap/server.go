@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/proxy"
 )
 
@@ -34,6 +35,9 @@ type Server struct {
 	Limits proxy.Limits
 	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
 	AuthLimiter proxy.AuthLimiter
+	// Metrics, if set, receives the listener's connections, sessions, authentications,
+	// backend logins and relayed bytes.
+	Metrics *metrics.Metrics
 
 	nextID    atomic.Uint64
 	initTLS   sync.Once
@@ -80,10 +84,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		return fmt.Errorf("imap: %w", s.tlsErr)
 	}
 	log := s.logger().With("listener", s.Listener.Name)
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
+	m := s.Metrics.Listener(s.Listener.Name, "imap")
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log, Metrics: m}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
 			s:      s,
+			m:      m,
 			id:     fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
 			raw:    nc,
 			nc:     nc,
@@ -114,6 +120,8 @@ type conn struct {
 	remote string
 	client backends.Client // the client's address and the one it connected to
 	log    *slog.Logger
+	m      *metrics.Listener
+	gauge  *metrics.Session
 
 	raw net.Conn // the accepted socket
 	nc  net.Conn // raw, or TLS over it
@@ -140,6 +148,8 @@ func (c *conn) Abort() {
 // Serve runs the connection (proxy.Session).
 func (c *conn) Serve() {
 	defer c.Abort()
+	c.gauge = c.m.StartSession()
+	defer c.gauge.End()
 	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
 	defer func() {
 		if v := recover(); v != nil {
