@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +36,7 @@ type haGate struct {
 	proc, haproxy *proc
 	log           string
 	imaps, smtps  string // saslgate's own listeners
+	admin         string // its /metrics, /healthz, /readyz
 	haIMAPS       string // HAProxy's frontends
 	haSMTPS       string
 }
@@ -45,7 +48,7 @@ func startHAGate(t *testing.T, e *env) *haGate {
 		t.Fatalf("haproxy: %v (apt-get install haproxy)", err)
 	}
 	g := &haGate{log: filepath.Join(e.dir, "saslgate-ha.log")}
-	for _, a := range []*string{&g.imaps, &g.smtps, &g.haIMAPS, &g.haSMTPS} {
+	for _, a := range []*string{&g.imaps, &g.smtps, &g.admin, &g.haIMAPS, &g.haSMTPS} {
 		if *a, err = freePort(); err != nil {
 			t.Fatal(err)
 		}
@@ -66,10 +69,11 @@ smtp:
   backend: {address: %q, tls: none, login: plain, timeout: 5s, hostname: saslgate.e2e.test, forward_client_address: true}
 secrets: {source: hmac, hmac_key_file: %q}
 limits: {max_connections_per_ip: 3, skip_auth_delay: true}
+admin: {address: %q}
 tokens:
   issuers:
     - {issuer: %q, audience: [%s], username_claim: email, scopes: {imap: [email], smtp: [smtp]}}
-`, e.certFile, e.keyFile, g.imaps, g.smtps, e.dovecot.addr, e.postfix.addr, filepath.Join(e.dir, "hmac.key"), e.idp.issuer, idpAudience)), 0o600)
+`, e.certFile, e.keyFile, g.imaps, g.smtps, e.dovecot.addr, e.postfix.addr, filepath.Join(e.dir, "hmac.key"), g.admin, e.idp.issuer, idpAudience)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +209,27 @@ func TestBehindHAProxy(t *testing.T) {
 	over.expect("* BYE Too many connections")
 	e.dialFrom(t, "127.0.0.4", g.haIMAPS).greeting() // another client is not affected
 
+	// Prometheus sees what happened: scrape /metrics as Prometheus would.
+	metrics := httpGet(t, "http://"+g.admin+"/metrics")
+	for _, want := range []struct{ name, labels string }{
+		{"saslgate_connections_refused_total", `reason="max_connections_per_ip"`},
+		{"saslgate_connections_refused_total", `reason="proxy_untrusted"`},
+		{"saslgate_auth_total", `listener="imaps"`},
+		{"saslgate_auth_total", `listener="smtps"`},
+		{"saslgate_backend_login_duration_seconds_count", `protocol="smtp"`},
+		{"saslgate_token_validation_duration_seconds_count", `mode="jwt"`},
+	} {
+		if v := metricValue(metrics, want.name, want.labels); v < 1 {
+			t.Errorf("/metrics: %s{%s} = %v, want ≥ 1", want.name, want.labels, v)
+		}
+	}
+	if v := metricValue(metrics, "saslgate_auth_total", `result="success"`); v < 2 {
+		t.Errorf("/metrics: %v successful authentications, want ≥ 2", v)
+	}
+	if body := httpGet(t, "http://"+g.admin+"/readyz"); !strings.HasPrefix(body, "ok") {
+		t.Errorf("/readyz = %q, want ok", body)
+	}
+
 	// Drain: an IMAP session in IDLE and an SMTP transaction in DATA when SIGTERM comes.
 	w.send("b SELECT INBOX")
 	w.expectTagged("b", "OK")
@@ -269,4 +294,38 @@ func proxyV2Header(src, dst string) []byte {
 	b := []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c")
 	b = append(append(b, s...), d...)
 	return append(b, byte(sp>>8), byte(sp), byte(dp>>8), byte(dp))
+}
+
+// httpGet returns the body of a 200 response.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s\n%s", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+// metricValue sums the samples of name whose labels contain every one of labels, from the
+// Prometheus text format.
+func metricValue(text, name, labels string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		if !strings.Contains(line, labels) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

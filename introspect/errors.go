@@ -24,7 +24,8 @@ type Error struct {
 	Scope     string // required scopes, space-separated, for ErrInsufficientScope
 	Discovery string // the issuer's discovery URL when the issuer is known
 
-	cause error // detail for logs (an HTTP or verifier error); never holds the token
+	cause error  // detail for logs (an HTTP or verifier error); never holds the token
+	mode  string // the mode of the issuer that decided, for Observer; "" until Validator.fail
 }
 
 // Error returns the kind, the reason and the underlying cause, if any.

@@ -31,6 +31,8 @@ type idpClient struct {
 	direct  *http.Client // introspection and userinfo: they carry the token and the client secret, so no redirects
 	sem     chan struct{}
 	timeout time.Duration
+	issuer  string
+	obs     Observer // nil: nothing observed
 }
 
 func newIDPClient(base *http.Client, ic IssuerConfig) (*idpClient, error) {
@@ -45,6 +47,7 @@ func newIDPClient(base *http.Client, ic IssuerConfig) (*idpClient, error) {
 		direct:  &direct,
 		sem:     make(chan struct{}, max(ic.MaxConcurrentRequests, 1)),
 		timeout: ic.Timeout.Or(DefaultTimeout),
+		issuer:  ic.Issuer,
 	}, nil
 }
 
@@ -53,6 +56,21 @@ type response struct {
 	status      int
 	contentType string
 	body        []byte
+}
+
+// request is do, reported to the Observer as a request of kind (IdPDiscovery, …).
+func (c *idpClient) request(ctx context.Context, hc *http.Client, req *http.Request, kind string) (*response, error) {
+	resp, err := c.do(ctx, hc, req)
+	if c.obs != nil {
+		failed := err != nil
+		if resp != nil && resp.status >= 400 {
+			// RFC 6750 §3.1: a userinfo endpoint refusing the token is its verdict, not a failure.
+			refusal := kind == IdPUserinfo && (resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden)
+			failed = !refusal
+		}
+		c.obs.ObserveIdPRequest(c.issuer, kind, failed)
+	}
+	return resp, err
 }
 
 // do sends req with hc once a request slot is free, within the issuer's timeout.
@@ -80,14 +98,14 @@ func (c *idpClient) do(ctx context.Context, hc *http.Client, req *http.Request) 
 	return &response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body}, nil
 }
 
-// getJSON reads a metadata document or JWK Set.
-func (c *idpClient) getJSON(ctx context.Context, url string, v any) error {
+// getJSON reads a metadata document or JWK Set (kind IdPDiscovery or IdPJWKS).
+func (c *idpClient) getJSON(ctx context.Context, url, kind string, v any) error {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("introspect: %v", err)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.do(ctx, c.client, req)
+	resp, err := c.request(ctx, c.client, req, kind)
 	if err != nil {
 		return err
 	}
@@ -180,7 +198,7 @@ func (e *endpoint) get(ctx context.Context) (string, *Error) {
 
 func (e *endpoint) discover(ctx context.Context) (string, error) {
 	var doc map[string]json.RawMessage
-	if err := e.http.getJSON(ctx, e.discoveryURL, &doc); err != nil {
+	if err := e.http.getJSON(ctx, e.discoveryURL, IdPDiscovery, &doc); err != nil {
 		return "", err
 	}
 	var iss, u string

@@ -38,7 +38,7 @@ func (is *issuer) introspect(ctx context.Context, now time.Time, r Request) (id 
 		// RFC 6749 §2.3.1: both are form-urlencoded before going into the Basic credentials.
 		req.SetBasicAuth(url.QueryEscape(is.cfg.ClientID), url.QueryEscape(string(is.secret)))
 	}
-	resp, err := is.http.do(ctx, is.http.direct, req)
+	resp, err := is.http.request(ctx, is.http.direct, req, IdPIntrospection)
 	if err != nil {
 		return Identity{}, false, temporary("introspection failed", err)
 	}

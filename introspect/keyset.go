@@ -186,7 +186,7 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			Issuer  string `json:"issuer"`
 			JWKSURI string `json:"jwks_uri"`
 		}
-		if err := ks.http.getJSON(ctx, ks.discoveryURL, &doc); err != nil {
+		if err := ks.http.getJSON(ctx, ks.discoveryURL, IdPDiscovery, &doc); err != nil {
 			return nil, err
 		}
 		// OpenID Connect Discovery 1.0 §4.3, RFC 8414 §3.3.
@@ -204,7 +204,7 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := ks.http.getJSON(ctx, jwksURL, &set); err != nil {
+	if err := ks.http.getJSON(ctx, jwksURL, IdPJWKS, &set); err != nil {
 		return nil, err
 	}
 	var keys []jose.JSONWebKey

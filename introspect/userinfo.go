@@ -24,7 +24,7 @@ func (is *issuer) userinfo(ctx context.Context, now time.Time, r Request) (id Id
 	}
 	req.Header.Set("Authorization", "Bearer "+r.Token)
 	req.Header.Set("Accept", "application/json")
-	resp, err := is.http.do(ctx, is.http.direct, req)
+	resp, err := is.http.request(ctx, is.http.direct, req, IdPUserinfo)
 	if err != nil {
 		return Identity{}, false, temporary("userinfo failed", err)
 	}

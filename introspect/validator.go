@@ -48,6 +48,7 @@ type Validator struct {
 	now    func() time.Time
 	log    *slog.Logger
 	client *http.Client
+	obs    Observer // nil: nothing observed
 
 	cache  *expirable.LRU[cacheKey, cacheEntry] // nil when disabled
 	ttl    time.Duration
@@ -157,6 +158,7 @@ func (v *Validator) newIssuer(ic IssuerConfig) (*issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	client.obs = v.obs
 	is := &issuer{
 		cfg:       ic,
 		username:  newUsernamePolicy(ic.Username),
@@ -227,8 +229,10 @@ func (v *Validator) Validate(ctx context.Context, r Request) (Identity, error) {
 	if r.Protocol != protocolIMAP && r.Protocol != protocolSMTP {
 		return Identity{}, v.fail(nil, invalid(fmt.Sprintf("unknown protocol %.16q", r.Protocol)))
 	}
+	start := time.Now() // latency is wall time, whatever clock WithNow set
 	key := cacheKey{sum: sha256.Sum256([]byte(r.Token)), protocol: r.Protocol}
 	if res, ok := v.cached(key); ok {
+		v.observe(start, true, res.id, res.err)
 		return res.id, res.err
 	}
 	ch := v.flight.DoChan(string(key.sum[:])+"\x00"+r.Protocol, func() (any, error) {
@@ -246,10 +250,12 @@ func (v *Validator) Validate(ctx context.Context, r Request) (Identity, error) {
 	select {
 	case res := <-ch:
 		rv := res.Val.(result)
+		v.observe(start, false, rv.id, rv.err)
 		return rv.id, rv.err
 	case <-ctx.Done():
-		e := temporary("validation abandoned", ctx.Err())
-		return Identity{}, v.fail(nil, e)
+		e := v.fail(nil, temporary("validation abandoned", ctx.Err()))
+		v.observe(start, false, Identity{}, e)
+		return Identity{}, e
 	}
 }
 
@@ -284,11 +290,18 @@ func (v *Validator) store(key cacheKey, id Identity, err error) {
 
 // fail fills in the discovery URL of the issuer (if known) and returns e.
 func (v *Validator) fail(is *issuer, e *Error) *Error {
+	explicit := is
 	if is == nil {
 		is = v.only
 	}
 	if is != nil {
 		e.Discovery = is.cfg.DiscoveryURL
+	}
+	if e.mode == "" {
+		e.mode = modeNone
+		if explicit != nil {
+			e.mode = explicit.cfg.Mode
+		}
 	}
 	return e
 }

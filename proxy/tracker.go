@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/saslgate/saslgate/internal/metrics"
 )
 
 // ErrServerClosed is returned by a front end's Serve after Shutdown or Close.
@@ -50,6 +52,8 @@ type Accept struct {
 	Refuse func(net.Conn)
 	// Log receives refusals (once per address and minute at most) and accept errors.
 	Log *slog.Logger
+	// Metrics counts admitted and refused connections; nil counts nothing.
+	Metrics *metrics.Listener
 }
 
 // Serve accepts on ln until Shutdown or Close and runs each connection's
@@ -123,12 +127,14 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 			if g.logged.allow(peer, time.Now()) {
 				g.log.Warn("connection refused: PROXY protocol peer not in proxy_trusted_networks", "remote", peer.String())
 			}
+			g.a.Metrics.Refused("proxy_untrusted")
 			nc.Close()
 			return nil, nil
 		}
 		pc, err := acceptProxy(nc)
 		if err != nil {
 			g.log.Info("connection closed: PROXY protocol header", "remote", nc.RemoteAddr().String(), "reason", err)
+			g.a.Metrics.Refused("proxy_header")
 			nc.Close()
 			return nil, nil
 		}
@@ -139,6 +145,7 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 		if g.logged.allow(ip, time.Now()) {
 			g.log.Warn("connection refused: limit reached", "remote", ip.String(), "limit", limit)
 		}
+		g.a.Metrics.Refused(limit)
 		if g.a.Refuse != nil {
 			_ = nc.SetDeadline(time.Now().Add(refuseTimeout))
 			g.a.Refuse(nc)
@@ -146,6 +153,7 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 		nc.Close()
 		return nil, nil
 	}
+	g.a.Metrics.Accepted()
 	return nc, func() { g.limits.release(ip) }
 }
 

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/discovery"
@@ -32,6 +33,7 @@ type fileConfig struct {
 	Tokens    introspect.Config      `yaml:"tokens"`
 	HTTP      discovery.Config       `yaml:"http"`
 	Limits    proxy.Limits           `yaml:"limits"`
+	Admin     metrics.AdminConfig    `yaml:"admin"`
 }
 
 type logConfig struct {
@@ -107,6 +109,6 @@ func (c *fileConfig) Validate() error {
 	if slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == "smtp" }) {
 		errs = append(errs, c.SMTP.Validate())
 	}
-	errs = append(errs, c.HTTP.Validate())
+	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate())
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -18,6 +19,15 @@ import (
 type live struct {
 	validator atomic.Pointer[introspect.Validator]
 	secrets   atomic.Pointer[secretSource]
+	vopts     []introspect.Option // for every validator built (metrics observer)
+	draining  atomic.Bool         // SIGTERM came: /readyz fails
+}
+
+func (l *live) notDraining(context.Context) error {
+	if l.draining.Load() {
+		return errors.New("shutting down")
+	}
+	return nil
 }
 
 type secretSource struct{ backends.SecretSource }
@@ -30,20 +40,23 @@ func (l *live) Secret(ctx context.Context, user string) (backends.Secret, error)
 	return l.secrets.Load().Secret(ctx, user)
 }
 
+// Ready reports whether the current validator has every issuer's metadata and keys (/readyz).
+func (l *live) Ready(ctx context.Context) error { return l.validator.Load().Ready(ctx) }
+
 // newLive builds the validator and secret source cfg describes.
-func newLive(ctx context.Context, cfg *fileConfig, logger *slog.Logger) (*live, error) {
-	v, s, err := buildLive(ctx, cfg, logger)
+func newLive(ctx context.Context, cfg *fileConfig, logger *slog.Logger, vopts ...introspect.Option) (*live, error) {
+	l := &live{vopts: vopts}
+	v, s, err := l.build(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	l := &live{}
 	l.validator.Store(v)
 	l.secrets.Store(s)
 	return l, nil
 }
 
-func buildLive(ctx context.Context, cfg *fileConfig, logger *slog.Logger) (*introspect.Validator, *secretSource, error) {
-	v, err := introspect.New(ctx, cfg.Tokens, introspect.WithLogger(logger))
+func (l *live) build(ctx context.Context, cfg *fileConfig, logger *slog.Logger) (*introspect.Validator, *secretSource, error) {
+	v, err := introspect.New(ctx, cfg.Tokens, append([]introspect.Option{introspect.WithLogger(logger)}, l.vopts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -64,7 +77,7 @@ func reload(ctx context.Context, path string, running *fileConfig, l *live, stor
 	if err != nil {
 		return running, err
 	}
-	v, s, err := buildLive(ctx, cfg, logger)
+	v, s, err := l.build(ctx, cfg, logger)
 	if err != nil {
 		return running, err
 	}

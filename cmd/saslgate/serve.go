@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
 	"github.com/saslgate/saslgate/proxy/smtp"
@@ -78,18 +80,26 @@ type gateway struct {
 	live    *live // token validation and secrets, replaced by reload
 	servers []server
 	http    *http.Server        // client auto-configuration; nil when not configured
-	addrs   map[string]net.Addr // listener name (and "http") → bound address
+	admin   *http.Server        // /metrics, /healthz, /readyz; nil when not configured
+	addrs   map[string]net.Addr // listener name (and "http", "admin") → bound address
 	errc    chan error
 }
 
 // startGateway wires the packages together and starts every listener. All
 // sockets are bound before any is served, so a bad address fails the start.
 func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logger *slog.Logger) (*gateway, error) {
-	lv, err := newLive(ctx, cfg, logger)
+	// Metrics are collected only when the admin listener can serve them.
+	var m *metrics.Metrics
+	var vopts []introspect.Option
+	if cfg.Admin.Enabled() {
+		m = metrics.New()
+		vopts = append(vopts, introspect.WithObserver(m))
+	}
+	lv, err := newLive(ctx, cfg, logger, vopts...)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+1)}
+	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
 	// One failed-authentication record for all listeners: a client guessing on 993 is
 	// slowed on 465 too.
 	var authLimiter proxy.AuthLimiter
@@ -125,6 +135,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,
+				Metrics:     m,
 			})
 		case "smtp":
 			g.servers = append(g.servers, &smtp.Server{
@@ -136,6 +147,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 				Limits:      cfg.Limits,
 				AuthLimiter: authLimiter,
 				Logger:      logger,
+				Metrics:     m,
 			})
 		}
 	}
@@ -148,6 +160,19 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	}
 	if httpSrv != nil {
 		g.http, g.addrs["http"] = httpSrv, httpAddr
+	}
+	adminSrv, adminAddr, err := startAdmin(cfg, m, lv, logger, g.errc)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if httpSrv != nil {
+			httpSrv.Close()
+		}
+		return nil, err
+	}
+	if adminSrv != nil {
+		g.admin, g.addrs["admin"] = adminSrv, adminAddr
 	}
 	for i, srv := range g.servers {
 		l := cfg.Listeners[i]
@@ -164,6 +189,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 
 // shutdown stops every listener and waits for sessions until ctx is done.
 func (g *gateway) shutdown(ctx context.Context) error {
+	g.live.draining.Store(true)
 	errs := make(chan error, len(g.servers))
 	for _, srv := range g.servers {
 		go func() { errs <- srv.Shutdown(ctx) }()
@@ -177,6 +203,15 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	for range g.servers {
 		if err := <-errs; err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			all = append(all, err)
+		}
+	}
+	// Last, so that the drain can be watched.
+	if g.admin != nil {
+		if err := g.admin.Shutdown(ctx); err != nil {
+			g.admin.Close()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				all = append(all, err)
+			}
 		}
 	}
 	return errors.Join(all...)

@@ -14,6 +14,7 @@ import (
 	gosasl "github.com/emersion/go-sasl"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/sasl"
@@ -227,7 +228,7 @@ func (c *conn) login(cmd *command, deadline time.Time) error {
 	if len(cmd.args) != 2 || cmd.args[0].kind > tokString || cmd.args[1].kind > tokString {
 		return c.badCommand(cmd.tag, "LOGIN takes a user name and a password")
 	}
-	if err := c.authDelay(deadline); err != nil {
+	if err := c.authDelay(deadline, "LOGIN"); err != nil {
 		return err
 	}
 	creds := sasl.Credentials{Mechanism: "LOGIN", AuthzID: cmd.args[0].s, Token: cmd.args[1].s, CBFlag: 'n'}
@@ -269,7 +270,9 @@ func (a *attempt) auth(creds sasl.Credentials) error {
 	if err != nil {
 		return fmt.Errorf("imap: no backend secret for user: %w", err)
 	}
+	start := time.Now()
 	a.session, err = s.dial(a.ctx, id.User, secret, a.c.client)
+	a.c.m.BackendLogin(time.Since(start), err)
 	if err == nil && s.AuthLimiter != nil {
 		s.AuthLimiter.Succeeded(a.c.client.Addr.Addr())
 	}
@@ -278,7 +281,7 @@ func (a *attempt) auth(creds sasl.Credentials) error {
 
 // authDelay holds back an authentication command from a client that keeps failing
 // (proxy.AuthLimiter), the success answer too, so the delay cannot be cut short by guessing.
-func (c *conn) authDelay(deadline time.Time) error {
+func (c *conn) authDelay(deadline time.Time, mech string) error {
 	if c.s.AuthLimiter == nil {
 		return nil
 	}
@@ -286,7 +289,9 @@ func (c *conn) authDelay(deadline time.Time) error {
 	if d <= 0 {
 		return nil
 	}
+	c.m.AuthDelayed()
 	if time.Until(deadline) < d {
+		c.m.AuthFailed(mech, metrics.ErrDelayed)
 		return errors.New("imap: authentication delay outlasts the pre-authentication timeout")
 	}
 	t := time.NewTimer(d)
@@ -310,7 +315,7 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		return c.badCommand(cmd.tag, "AUTHENTICATE takes a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].s)
-	if err := c.authDelay(deadline); err != nil {
+	if err := c.authDelay(deadline, mech); err != nil {
 		return err
 	}
 	a := c.authenticator(deadline)
@@ -390,6 +395,8 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 	sess := a.session
 	c.log = c.log.With("user", a.id.User)
 	c.log.Info("authentication", "outcome", "success", "mech", mech, "issuer", a.id.Issuer)
+	c.m.AuthSucceeded(mech)
+	c.gauge.Authenticated()
 	if len(sess.Capabilities) > 0 {
 		c.writef("%s OK [CAPABILITY %s] Logged in", tag, strings.Join(sess.Capabilities, " "))
 	} else {
@@ -413,12 +420,14 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 	c.br, c.bw, sess.Reader = nil, nil, nil
 	up, dn := splice(down, cbr, sess.Conn, bbr)
 	c.log.Info("session ended", "bytes_up", up, "bytes_down", dn)
+	c.m.Relayed(up, dn)
 	return errSpliced
 }
 
 // authFailed answers a failed authentication: the one place where the
 // DESIGN.md error table meets IMAP (RFC 5530 response codes).
 func (c *conn) authFailed(tag, mech string, err error) error {
+	c.m.AuthFailed(mech, err)
 	var failure *sasl.Failure
 	switch {
 	case errors.As(err, &failure):

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/proxy"
 )
 
@@ -35,6 +36,9 @@ type Server struct {
 	Limits proxy.Limits
 	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
 	AuthLimiter proxy.AuthLimiter
+	// Metrics, if set, receives the listener's connections, sessions, authentications,
+	// backend logins and relayed bytes.
+	Metrics *metrics.Metrics
 
 	nextID    atomic.Uint64
 	initTLS   sync.Once
@@ -81,10 +85,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		return fmt.Errorf("imap: %w", s.tlsErr)
 	}
 	log := s.logger().With("listener", s.Listener.Name)
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
+	m := s.Metrics.Listener(s.Listener.Name, "imap")
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log, Metrics: m}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
 			s:        s,
+			m:        m,
 			id:       fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
 			raw:      nc,
 			nc:       nc,
@@ -116,6 +122,8 @@ type conn struct {
 	remote string
 	client backends.Client // the client's address and the one it connected to
 	log    *slog.Logger
+	m      *metrics.Listener
+	gauge  *metrics.Session
 
 	raw net.Conn // the accepted socket
 	nc  net.Conn // raw, or TLS over it
@@ -172,6 +180,8 @@ func (c *conn) End() {
 func (c *conn) Serve() {
 	defer close(c.finished)
 	defer c.Abort()
+	c.gauge = c.m.StartSession()
+	defer c.gauge.End()
 	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
 	defer func() {
 		if v := recover(); v != nil {

@@ -16,6 +16,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/tls/binding"
 )
@@ -45,6 +46,9 @@ type Server struct {
 	AuthLimiter proxy.AuthLimiter
 	// Logger receives connection and authentication events; nil discards them.
 	Logger *slog.Logger
+	// Metrics, if set, receives the listener's connections, sessions, authentications,
+	// backend logins and relayed message bytes.
+	Metrics *metrics.Metrics
 
 	initTLS   sync.Once
 	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
@@ -107,10 +111,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.refresh(s.probe())
 	})
 	log := s.logger().With("listener", s.Listener.Name)
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log}
+	m := s.Metrics.Listener(s.Listener.Name, "smtp")
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log, Metrics: m}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		c := &conn{
 			Conn: nc,
+			m:    m,
 			client: backends.Client{
 				Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
 				Local: proxy.ClientAddrPort(nc.LocalAddr()),
@@ -204,6 +210,8 @@ type conn struct {
 	log      *slog.Logger
 	preauth  time.Time
 	idle     time.Duration
+	m        *metrics.Listener
+	gauge    *metrics.Session
 
 	authed     atomic.Bool
 	hangup     atomic.Bool                // close once the next reply is written
@@ -222,6 +230,8 @@ type conn struct {
 
 // Serve runs the connection until go-smtp closes it (proxy.Session).
 func (c *conn) Serve() {
+	c.gauge = c.m.StartSession()
+	defer c.gauge.End()
 	defer func() {
 		if v := recover(); v != nil {
 			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))

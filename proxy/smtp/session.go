@@ -17,6 +17,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/sasl"
@@ -96,6 +97,9 @@ func (c *conn) newSession(sc *gosmtp.Conn) (gosmtp.Session, error) {
 func (s *session) reply(mech string, err error) error {
 	backendTrouble := errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) ||
 		errors.Is(err, backends.ErrUnknownUser)
+	if mech != "" && err != nil {
+		s.c.m.AuthFailed(mech, err)
+	}
 	var se *gosmtp.SMTPError
 	switch {
 	case err == nil:
@@ -143,7 +147,7 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 	if !s.tls {
 		return nil, errEncryptionRequired
 	}
-	if err := s.authDelay(); err != nil {
+	if err := s.authDelay(mech); err != nil {
 		return nil, err
 	}
 	a := &authExchange{s: s, mech: mech}
@@ -191,7 +195,9 @@ func (a *authExchange) authenticate(creds sasl.Credentials) error {
 			return fmt.Errorf("smtp: no backend secret for user: %w", err)
 		}
 	}
+	start := time.Now()
 	a.be, err = srv.dial(ctx, id.User, a.secret, a.s.c.client)
+	a.s.c.m.BackendLogin(time.Since(start), err)
 	if err == nil && srv.AuthLimiter != nil {
 		srv.AuthLimiter.Succeeded(a.s.c.client.Addr.Addr())
 	}
@@ -200,7 +206,7 @@ func (a *authExchange) authenticate(creds sasl.Credentials) error {
 
 // authDelay holds back an AUTH command from a client that keeps failing (proxy.AuthLimiter),
 // the success answer too, so the delay cannot be cut short by guessing.
-func (s *session) authDelay() error {
+func (s *session) authDelay(mech string) error {
 	srv := s.c.s
 	if srv.AuthLimiter == nil {
 		return nil
@@ -209,7 +215,9 @@ func (s *session) authDelay() error {
 	if d <= 0 {
 		return nil
 	}
+	s.c.m.AuthDelayed()
 	if time.Until(s.c.preauth) < d {
+		s.c.m.AuthFailed(mech, metrics.ErrDelayed)
 		s.c.hangUp()
 		return errAuthTemporary
 	}
@@ -267,6 +275,8 @@ func (s *session) loggedIn(a *authExchange) {
 	s.c.setBackend(a.be)
 	s.c.authed.Store(true)
 	s.log.Info("authentication", "outcome", "success", "mech", a.mech, "issuer", a.id.Issuer)
+	s.c.m.AuthSucceeded(a.mech)
+	s.c.gauge.Authenticated()
 }
 
 // Mail implements gosmtp.Session.
@@ -318,7 +328,9 @@ func (s *session) senderAllowed(from string) bool {
 func (s *session) backendMail(from string, opts *gosmtp.MailOptions) error {
 	for retry := s.be != nil; ; retry = false {
 		if s.be == nil {
+			start := time.Now()
 			be, err := s.c.s.dial(context.Background(), s.user, s.secret, s.c.client)
+			s.c.m.BackendLogin(time.Since(start), err)
 			if err != nil {
 				return err
 			}
@@ -393,8 +405,9 @@ func (s *session) Data(r io.Reader) error {
 		return s.reply("", err)
 	}
 	buf := copyBuffers.Get().(*[]byte)
-	_, err = io.CopyBuffer(backendWriter{w}, r, *buf)
+	n, err := io.CopyBuffer(backendWriter{w}, r, *buf)
 	copyBuffers.Put(buf)
+	s.c.m.Relayed(n, 0)
 	if _, bdat := r.(*io.PipeReader); bdat && err == nil && s.c.clientGone(bdatCloseWait) {
 		// go-smtp takes a last BDAT chunk cut short by the client closing the connection for
 		// a whole one (its chunk copy sees io.EOF): a client that is gone now may not have

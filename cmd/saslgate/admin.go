@@ -1,0 +1,64 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// backendDialTimeout bounds the readiness probe's TCP dial to each backend.
+const backendDialTimeout = 2 * time.Second
+
+// readyChecks are /readyz's conditions: not draining (so a load balancer stops sending new
+// clients during SIGTERM's drain period), the issuers' keys or endpoints are loaded, and every
+// backend a listener uses accepts a TCP connection.
+func readyChecks(cfg *fileConfig, v *live) []metrics.Check {
+	checks := []metrics.Check{{Name: "draining", Run: v.notDraining}, {Name: "issuers", Run: v.Ready}}
+	uses := func(protocol string) bool {
+		return slices.ContainsFunc(cfg.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == protocol })
+	}
+	if uses("imap") {
+		checks = append(checks, metrics.DialCheck("imap backend "+cfg.IMAP.Backend.Address, cfg.IMAP.Backend.Address, backendDialTimeout))
+	}
+	if uses("smtp") {
+		checks = append(checks, metrics.DialCheck("smtp backend "+cfg.SMTP.Backend.Address, cfg.SMTP.Backend.Address, backendDialTimeout))
+	}
+	return checks
+}
+
+// startAdmin binds the admin listener (the "admin" section: /metrics, /healthz, /readyz) and
+// serves it in the background; the caller shuts the server down. It returns nil, nil when the
+// section is not configured.
+func startAdmin(cfg *fileConfig, m *metrics.Metrics, v *live, logger *slog.Logger, errc chan<- error) (*http.Server, net.Addr, error) {
+	if !cfg.Admin.Enabled() {
+		return nil, nil, nil
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           m.Handler(readyChecks(cfg, v), logger),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("listening", "listener", "admin", "protocol", "http", "address", ln.Addr().String())
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("listener failed", "listener", "admin", "reason", err)
+			errc <- err
+		}
+	}()
+	return srv, ln.Addr(), nil
+}

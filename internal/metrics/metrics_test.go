@@ -1,0 +1,280 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/metrics/metricstest"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy/sasl"
+)
+
+// Tests and the demo leave metrics out: every method must do nothing on nil.
+func TestNilRecordsNothing(t *testing.T) {
+	var m *Metrics
+	m.ObserveValidation("jwt", true, time.Second)
+	m.ObserveIdPRequest("https://idp", IdPKinds[0], true)
+	l := m.Listener("imaps", "imap")
+	if l != nil || m.Registry() != nil {
+		t.Fatal("nil Metrics made a Listener or a registry")
+	}
+	l.Accepted()
+	l.Refused("max_connections")
+	l.AuthSucceeded("XOAUTH2")
+	l.AuthFailed("XOAUTH2", errors.New("x"))
+	l.AuthDelayed()
+	l.BackendLogin(time.Second, backends.ErrRejected)
+	l.Relayed(1, 2)
+	s := l.StartSession()
+	s.Authenticated()
+	s.End()
+}
+
+// IdPKinds are the kind label values introspect reports.
+var IdPKinds = []string{introspect.IdPDiscovery, introspect.IdPJWKS, introspect.IdPIntrospection, introspect.IdPUserinfo}
+
+func TestAuthResult(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "success"},
+		{&sasl.Failure{Status: sasl.StatusInvalidToken}, "invalid_token"},
+		{fmt.Errorf("wrapped: %w", &sasl.Failure{Status: sasl.StatusInsufficientScope}), "insufficient_scope"},
+		{&sasl.Failure{Status: sasl.StatusInvalidRequest}, "invalid_request"},
+		{&sasl.Failure{Status: "something new"}, "invalid_token"},
+		{fmt.Errorf("x: %w", sasl.ErrMalformed), "malformed"},
+		{&introspect.Error{Kind: introspect.ErrTemporary}, "unavailable"},
+		{fmt.Errorf("x: %w", backends.ErrRejected), "backend_rejected"},
+		{backends.ErrUnknownUser, "backend_rejected"},
+		{fmt.Errorf("x: %w", backends.ErrUnavailable), "backend_unavailable"},
+		{ErrDelayed, "delayed"},
+		{context.Canceled, "error"},
+	} {
+		if got := AuthResult(c.err); got != c.want {
+			t.Errorf("AuthResult(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
+
+func TestListener(t *testing.T) {
+	m := New()
+	l := m.Listener("imaps", "imap")
+	reg := m.Registry()
+	l.Accepted()
+	l.Refused("max_connections_per_ip")
+	l.Refused("not a reason") // not counted, no new series
+	l.AuthSucceeded("OAUTHBEARER")
+	l.AuthFailed("SCRAM-SHA-1", &sasl.Failure{Status: sasl.StatusInvalidToken})
+	l.BackendLogin(10*time.Millisecond, nil)
+	l.BackendLogin(10*time.Millisecond, fmt.Errorf("dial: %w", backends.ErrUnavailable))
+	l.Relayed(10, 0)
+	s1, s2 := l.StartSession(), l.StartSession()
+	s1.Authenticated()
+	s1.Authenticated() // once only
+	s2.End()
+	s2.End()
+	m.ObserveValidation("jwt", false, time.Millisecond)
+	m.ObserveValidation("bogus", true, time.Millisecond)
+	m.ObserveIdPRequest("https://idp.example", "jwks", false)
+	m.ObserveIdPRequest("https://idp.example", "jwks", true)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{NameConnectionsAccepted, []string{"listener", "imaps", "protocol", "imap"}, 1},
+		{NameConnectionsRefused, nil, 1},
+		{NameConnectionsRefused, []string{"reason", "max_connections_per_ip"}, 1},
+		{NameAuth, []string{"mechanism", "OAUTHBEARER", "result", "success"}, 1},
+		{NameAuth, []string{"mechanism", "other", "result", "invalid_token"}, 1},
+		{NameBackendLogin, []string{"protocol", "imap"}, 2},
+		{NameBackendLoginFailures, []string{"protocol", "imap", "reason", "unavailable"}, 1},
+		{NameRelayedBytes, []string{"direction", "up"}, 10},
+		{NameRelayedBytes, []string{"direction", "down"}, 0},
+		{NameSessionsActive, []string{"state", "authenticated"}, 1},
+		{NameSessionsActive, []string{"state", "preauth"}, 0},
+		{NameTokenValidation, []string{"mode", "jwt", "cache", "miss"}, 1},
+		{NameTokenValidation, []string{"mode", "none", "cache", "hit"}, 1},
+		{NameIdPRequests, []string{"issuer", "https://idp.example", "kind", "jwks"}, 2},
+		{NameIdPRequestErrors, []string{"kind", "jwks"}, 1},
+	} {
+		if got := metricstest.Value(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%q = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	s1.End()
+	if got := metricstest.Value(t, reg, NameSessionsActive); got != 0 {
+		t.Errorf("sessions after End = %v, want 0", got)
+	}
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(body)
+}
+
+func TestAdminHandler(t *testing.T) {
+	m := New()
+	m.Listener("smtps", "smtp").Accepted()
+	var idpDown bool
+	ln := httptest.NewServer(http.NotFoundHandler()) // a backend that accepts TCP
+	defer ln.Close()
+	checks := []Check{
+		{Name: "issuers", Run: func(context.Context) error {
+			if idpDown {
+				return errors.Join(errors.New("issuer a: down"), errors.New("issuer b: down"))
+			}
+			return nil
+		}},
+		DialCheck("smtp backend", ln.Listener.Addr().String(), time.Second),
+	}
+	h := m.Handler(checks, nil)
+
+	if code, body := get(t, h, "/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, body := get(t, h, "/readyz"); code != 200 || body != "ok\n" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+
+	code, body := get(t, h, "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	for _, name := range []string{NameConnectionsAccepted, NameAuth, NameTokenValidation, "go_goroutines", "process_cpu_seconds_total"} {
+		if families[name] == nil {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if v := families[NameConnectionsAccepted].GetMetric()[0].GetCounter().GetValue(); v != 1 {
+		t.Errorf("%s = %v, want 1", NameConnectionsAccepted, v)
+	}
+
+	// A fresh handler, so that the cached results are not reused.
+	idpDown = true
+	ln.Close()
+	code, body = get(t, m.Handler(checks, nil), "/readyz")
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503", code)
+	}
+	lines := strings.Split(strings.TrimSpace(body), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "issuers: issuer a: down; issuer b: down") || !strings.HasPrefix(lines[1], "smtp backend: ") {
+		t.Errorf("/readyz body %q: want one line per failed check", body)
+	}
+}
+
+func TestAdminConfig(t *testing.T) {
+	if err := (AdminConfig{}).Validate(); err != nil || (AdminConfig{}).Enabled() {
+		t.Errorf("empty admin section: %v", err)
+	}
+	if err := (AdminConfig{Address: "127.0.0.1:9100"}).Validate(); err != nil {
+		t.Error(err)
+	}
+	if err := (AdminConfig{Address: "9100"}).Validate(); err == nil || !strings.Contains(err.Error(), "admin.address") {
+		t.Errorf("bad address: %v", err)
+	}
+}
+
+// The example dashboard must query only metrics saslgate serves.
+func TestDashboardUsesRegisteredMetrics(t *testing.T) {
+	b, err := os.ReadFile("../../examples/grafana/saslgate-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct {
+				Query any `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+
+	// Every series New can produce: all label children made, histograms expanded.
+	m := New()
+	l := m.Listener("l", "imap")
+	l.Accepted()
+	l.Relayed(1, 1)
+	for _, kind := range IdPKinds {
+		m.ObserveIdPRequest("i", kind, true)
+	}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, f := range families {
+		known[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				known[f.GetName()+s] = true
+			}
+		}
+	}
+
+	metricName := regexp.MustCompile(`\b(saslgate|go|process)_[a-zA-Z0-9_]+`)
+	used := map[string]bool{}
+	var exprs []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if tg.Expr == "" {
+				t.Errorf("panel %q has a target without expr", p.Title)
+			}
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	for _, v := range dash.Templating.List {
+		if q, ok := v.Query.(map[string]any); ok {
+			exprs = append(exprs, fmt.Sprint(q["query"]))
+		}
+	}
+	for _, e := range exprs {
+		names := metricName.FindAllString(e, -1)
+		if len(names) == 0 {
+			t.Errorf("expr %q names no metric", e)
+		}
+		for _, n := range names {
+			used[n] = true
+			if !known[n] {
+				t.Errorf("expr %q: %s is not a metric saslgate registers", e, n)
+			}
+		}
+	}
+	for _, n := range []string{NameConnectionsAccepted, NameConnectionsRefused, NameSessionsActive, NameAuth, NameAuthDelays,
+		NameTokenValidation + "_bucket", NameIdPRequests, NameIdPRequestErrors, NameBackendLogin + "_bucket", NameBackendLoginFailures, NameRelayedBytes} {
+		if !used[n] {
+			t.Errorf("the dashboard does not show %s", n)
+		}
+	}
+}

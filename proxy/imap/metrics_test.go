@@ -1,0 +1,102 @@
+package imap
+
+import (
+	"bufio"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/demoissuer"
+	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/internal/metrics/metricstest"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// waitValue polls a metric until it reaches want: sessions end on the server's goroutines
+// after the client has seen its last byte.
+func waitValue(t *testing.T, m *metrics.Metrics, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := metricstest.Value(t, m.Registry(), name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%q = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A failed and a successful login, a connection over the per-address limit and a relayed
+// session, as the listener's metrics count them.
+func TestMetrics(t *testing.T) {
+	m := metrics.New()
+	e := newEnv(t, func(s *Server) {
+		s.Metrics = m
+		s.Limits = proxy.Limits{MaxConnectionsPerIP: 2}
+	})
+	reg := m.Registry()
+	lbl := func(kv ...string) []string { return append([]string{"listener", proxy.TLSImplicit}, kv...) }
+
+	failed := e.dial(t, true)
+	failed.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
+	failed.expect("+ ")
+	failed.send("AQ==")
+	failed.expect("a NO [AUTHENTICATIONFAILED]")
+
+	ok := e.dial(t, true)
+	ok.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
+	ok.expect("a OK ")
+	ok.send("b SELECT INBOX")
+	for !strings.HasPrefix(ok.expect(""), "b OK") {
+	}
+
+	// Both places taken: the third connection from 127.0.0.1 is refused inside TLS.
+	nc, err := tls.Dial("tcp", e.implAdr, &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, _ := bufio.NewReader(nc).ReadString('\n'); !strings.HasPrefix(line, "* BYE ") {
+		t.Fatalf("over the limit: got %q, want * BYE", line)
+	}
+	nc.Close()
+
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{metrics.NameAuth, lbl("mechanism", "OAUTHBEARER", "result", "success"), 1},
+		{metrics.NameAuth, lbl("mechanism", "OAUTHBEARER", "result", "invalid_token"), 1},
+		{metrics.NameAuth, lbl(), 2},
+		{metrics.NameConnectionsAccepted, lbl("protocol", "imap"), 2},
+		{metrics.NameConnectionsRefused, lbl("reason", "max_connections_per_ip"), 1},
+		{metrics.NameConnectionsRefused, lbl(), 1},
+		{metrics.NameSessionsActive, lbl("state", "preauth"), 1},
+		{metrics.NameSessionsActive, lbl("state", "authenticated"), 1},
+		{metrics.NameBackendLogin, []string{"protocol", "imap"}, 1},
+		{metrics.NameBackendLoginFailures, nil, 0},
+		{metrics.NameAuth, []string{"listener", proxy.TLSStartTLS}, 0},
+	} {
+		if got := metricstest.Value(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%q = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	ok.send("c LOGOUT")
+	ok.expect("* BYE")
+	ok.expect("c OK")
+	ok.nc.Close() // rather than wait out halfCloseGrace
+	failed.send("z LOGOUT")
+	failed.expect("* BYE")
+	waitValue(t, m, 0, metrics.NameSessionsActive, lbl()...)
+	for _, dir := range []string{"up", "down"} {
+		if got := metricstest.Value(t, reg, metrics.NameRelayedBytes, lbl("direction", dir)...); got <= 0 {
+			t.Errorf("%s bytes relayed = %v, want > 0", dir, got)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package smtp
+
+import (
+	"bufio"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/demoissuer"
+	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/internal/metrics/metricstest"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// A failed and a successful AUTH, a connection over the per-address limit and one message
+// relayed, as the listener's metrics count them.
+func TestMetrics(t *testing.T) {
+	m := metrics.New()
+	e := newEnv(t, nil, func(s *Server) {
+		s.Metrics = m
+		s.Limits = proxy.Limits{MaxConnectionsPerIP: 2}
+	})
+	reg := m.Registry()
+	lbl := func(kv ...string) []string { return append([]string{"listener", proxy.TLSImplicit}, kv...) }
+
+	failed := e.dial(t, true)
+	failed.send("EHLO client.example")
+	failed.expect("250 ")
+	failed.send("AUTH OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
+	if st := errorStatus(t, failed.expect("334 ")[0]); st != "invalid_token" {
+		t.Fatalf("error status %q, want invalid_token", st)
+	}
+	failed.send("AQ==")
+	failed.expect("535 5.7.8 ")
+
+	c := e.login(t) // XOAUTH2
+	msg := "Subject: metrics\r\n\r\nhello\r\n"
+	c.send("MAIL FROM:<alice@example.com>")
+	c.expect("250 ")
+	c.send("RCPT TO:<bob@example.com>")
+	c.expect("250 ")
+	c.send("DATA")
+	c.expect("354 ")
+	c.send(msg + ".")
+	c.expect("250 ")
+	e.nextMessage(t)
+
+	nc, err := tls.Dial("tcp", e.implAdr, e.tlsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, _ := bufio.NewReader(nc).ReadString('\n'); !strings.HasPrefix(line, "421 ") {
+		t.Fatalf("over the limit: got %q, want 421", line)
+	}
+	nc.Close()
+
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{metrics.NameAuth, lbl("mechanism", "XOAUTH2", "result", "success"), 1},
+		{metrics.NameAuth, lbl("mechanism", "OAUTHBEARER", "result", "invalid_token"), 1},
+		{metrics.NameAuth, lbl(), 2},
+		{metrics.NameConnectionsAccepted, lbl("protocol", "smtp"), 2},
+		{metrics.NameConnectionsRefused, lbl("reason", "max_connections_per_ip"), 1},
+		{metrics.NameSessionsActive, lbl("state", "preauth"), 1},
+		{metrics.NameSessionsActive, lbl("state", "authenticated"), 1},
+		{metrics.NameBackendLogin, []string{"protocol", "smtp"}, 1},
+		{metrics.NameBackendLoginFailures, nil, 0},
+		{metrics.NameAuthDelays, nil, 0},
+	} {
+		if got := metricstest.Value(t, reg, tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%q = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// The message as DATA carried it: dot-stuffing and the final dot removed, CRLFs kept.
+	if got := metricstest.Value(t, reg, metrics.NameRelayedBytes, lbl("direction", "up")...); got != float64(len(msg)) {
+		t.Errorf("bytes relayed up = %v, want %d", got, len(msg))
+	}
+
+	c.send("QUIT")
+	c.expect("221 ")
+	failed.send("QUIT")
+	failed.expect("221 ")
+	deadline := time.Now().Add(5 * time.Second)
+	for metricstest.Value(t, reg, metrics.NameSessionsActive) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after QUIT, want 0", metrics.NameSessionsActive, metricstest.Value(t, reg, metrics.NameSessionsActive))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Every authentication answer a failing client gets is held back, and counted.
+func TestMetricsAuthDelay(t *testing.T) {
+	m := metrics.New()
+	fl := proxy.NewFailureLimiter(proxy.Limits{AuthFailures: 1, AuthDelay: 1, MaxAuthDelay: 1}, nil)
+	e := newEnv(t, nil, func(s *Server) { s.Metrics = m; s.AuthLimiter = fl })
+	c := e.dial(t, true)
+	c.send("EHLO client.example")
+	c.expect("250 ")
+	for range 2 {
+		c.send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
+		c.expect("334 ")
+		c.send("")
+		c.expect("535 ")
+	}
+	if got := metricstest.Value(t, m.Registry(), metrics.NameAuthDelays, "listener", proxy.TLSImplicit); got != 1 {
+		t.Errorf("auth delays = %v, want 1", got)
+	}
+	if got := metricstest.Value(t, m.Registry(), metrics.NameAuth, "mechanism", "XOAUTH2", "result", "invalid_token"); got != 2 {
+		t.Errorf("XOAUTH2 invalid_token = %v, want 2", got)
+	}
+}
