@@ -2,6 +2,7 @@ package imap
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -128,5 +129,16 @@ func TestDownstreamByeAtBoundary(t *testing.T) {
 	want := "* 1 FETCH (BODY[] {10}\r\nhello world)\r\n* 2 EXISTS\r\n" + byeShutdown
 	if s := <-got; s != want {
 		t.Errorf("client read %q, want %q", s, want)
+	}
+}
+
+// The client side of a spliced session is wrapped in a downstream; reading it must still
+// take the TLS path that holds no buffer while the client is idle.
+func TestDownstreamKeepsIdleReader(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, ok := newWaitReader(&downstream{Conn: tls.Server(a, &tls.Config{})}).(*tlsReader); !ok {
+		t.Error("a downstream over TLS is not read with tlsReader")
 	}
 }

@@ -101,6 +101,9 @@ type waitReader interface {
 }
 
 func newWaitReader(c net.Conn) waitReader {
+	if d, ok := c.(*downstream); ok {
+		c = d.Conn // reads pass through; only writes are followed
+	}
 	switch c := c.(type) {
 	case *tls.Conn:
 		return &tlsReader{c: c}
