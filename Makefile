@@ -28,3 +28,18 @@ fuzz:
 
 demo:
 	$(GO) run ./cmd/saslgate demo
+
+# Side-by-side benchmark of saslgate, nginx's mail proxy and Dovecot direct on
+# this machine (bench/README.md): bulk FETCH, login rate, idle memory, NOOP
+# round trips, then profiles. Runs as root; installs Dovecot and nginx with its
+# mail module when missing. About 5 minutes. The report goes to bench/RESULTS.md;
+# profiles, configs and log tails to bench/out (not committed).
+BENCHFLAGS ?=
+.PHONY: bench
+bench:
+	@command -v dovecot >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dovecot-imapd; }
+	@if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_mail_module.so ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-mail; fi
+	$(GO) build -o bin/imapbench ./bench/imapbench
+	bin/imapbench -out bench/out $(BENCHFLAGS)
+	cp bench/out/results.md bench/RESULTS.md

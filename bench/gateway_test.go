@@ -1,0 +1,262 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/demoissuer"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/tls/certs"
+)
+
+// The real proxy/imap.Server in front of a scripted backend, for before/after
+// measurements of changes to the gateway itself:
+//
+//	go test ./bench -run '^$' -bench Gateway -benchmem -cpuprofile cpu.out
+//
+// Client and backend share the process, so profiles show their work too;
+// imapbench (make bench) measures the real binary in its own process.
+
+const benchUser = "bench@example.com"
+
+type acceptAll struct{}
+
+func (acceptAll) Validate(context.Context, introspect.Request) (introspect.Identity, error) {
+	return introspect.Identity{User: benchUser, Issuer: "bench"}, nil
+}
+
+type fixedSecret struct{}
+
+func (fixedSecret) Secret(context.Context, string) (backends.Secret, error) {
+	return "secret", nil
+}
+
+type gateway struct {
+	addr      string
+	clientTLS *tls.Config
+	token     string
+}
+
+// newGateway serves imap.Server on loopback; validator nil means acceptAll.
+func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bln.Close() })
+	go serveScriptedBackend(bln)
+
+	cert, _, err := certs.SelfSigned("127.0.0.1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if validator == nil {
+		validator = acceptAll{}
+	}
+	srv := &imap.Server{
+		Listener:  proxy.ListenerConfig{Name: "bench", Protocol: "imap", Address: ln.Addr().String(), TLS: proxy.TLSImplicit},
+		TLSConfig: certs.FromCertificate(cert).TLSConfig(),
+		Validator: validator,
+		Secrets:   fixedSecret{},
+		Dial: func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", bln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			return &backends.IMAPSession{Conn: c, Reader: bufio.NewReader(c), Capabilities: []string{"IMAP4rev1", "IDLE"}}, nil
+		},
+	}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return &gateway{
+		addr:      ln.Addr().String(),
+		clientTLS: &tls.Config{InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}},
+		token:     "opaque-bench-token",
+	}
+}
+
+// serveScriptedBackend answers what the benchmarks send after login:
+// FETCH <n> (n bytes as one literal), NOOP, LOGOUT.
+func serveScriptedBackend(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+			var body []byte
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				f := strings.Fields(line)
+				if len(f) < 2 {
+					return
+				}
+				tag := f[0]
+				switch strings.ToUpper(f[1]) {
+				case "FETCH":
+					n, _ := strconv.Atoi(f[2])
+					if len(body) < n {
+						body = make([]byte, n)
+					}
+					fmt.Fprintf(bw, "* 1 FETCH (BODY[] {%d}\r\n", n)
+					bw.Write(body[:n])
+					fmt.Fprintf(bw, ")\r\n%s OK FETCH completed\r\n", tag)
+				case "LOGOUT":
+					fmt.Fprintf(bw, "* BYE\r\n%s OK LOGOUT completed\r\n", tag)
+					bw.Flush()
+					return
+				default:
+					fmt.Fprintf(bw, "%s OK %s completed\r\n", tag, f[1])
+				}
+				if bw.Flush() != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+type benchClient struct {
+	c  *tls.Conn
+	br *bufio.Reader
+}
+
+func (g *gateway) login(tb testing.TB) *benchClient {
+	raw, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &benchClient{c: tls.Client(raw, g.clientTLS)}
+	c.br = bufio.NewReader(c.c)
+	if _, err := c.br.ReadString('\n'); err != nil {
+		tb.Fatal(err)
+	}
+	ir := base64.StdEncoding.EncodeToString([]byte("n,a=" + benchUser + ",\x01auth=Bearer " + g.token + "\x01\x01"))
+	c.cmd(tb, "AUTHENTICATE OAUTHBEARER "+ir)
+	return c
+}
+
+// cmd sends a command and reads to its tagged OK, skipping literals.
+func (c *benchClient) cmd(tb testing.TB, command string) {
+	if _, err := io.WriteString(c.c, "t "+command+"\r\n"); err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if i := strings.LastIndexByte(string(line), '{'); i >= 0 && strings.HasSuffix(string(line), "}\r\n") {
+			n, _ := strconv.Atoi(string(line[i+1 : len(line)-3]))
+			if _, err := c.br.Discard(n); err != nil {
+				tb.Fatal(err)
+			}
+			continue
+		}
+		if strings.HasPrefix(string(line), "t ") {
+			if !strings.HasPrefix(string(line), "t OK") {
+				tb.Fatalf("%s: %s", command, line)
+			}
+			return
+		}
+	}
+}
+
+func BenchmarkGatewayFetch(b *testing.B) {
+	g := newGateway(b, nil)
+	for _, size := range []int{64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			c := g.login(b)
+			defer c.c.Close()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				c.cmd(b, "FETCH "+strconv.Itoa(size))
+			}
+		})
+	}
+}
+
+func BenchmarkGatewayNOOP(b *testing.B) {
+	g := newGateway(b, nil)
+	c := g.login(b)
+	defer c.c.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		c.cmd(b, "NOOP")
+	}
+}
+
+// BenchmarkGatewayLogin: connect, full TLS 1.3 handshake, AUTHENTICATE
+// OAUTHBEARER, backend dial, splice, LOGOUT, close. "stub" accepts any token;
+// "jwt" validates an RS256 JWT against a JWKS (introspect.Validator), with the
+// result cache on or off.
+func BenchmarkGatewayLogin(b *testing.B) {
+	b.Run("stub", func(b *testing.B) { benchLogin(b, newGateway(b, nil)) })
+	for _, cached := range []bool{true, false} {
+		b.Run(fmt.Sprintf("jwt/cache=%t", cached), func(b *testing.B) {
+			v, token := jwtValidator(b, cached)
+			g := newGateway(b, v)
+			g.token = token
+			benchLogin(b, g)
+		})
+	}
+}
+
+func benchLogin(b *testing.B, g *gateway) {
+	b.ReportAllocs()
+	for b.Loop() {
+		c := g.login(b)
+		c.cmd(b, "LOGOUT")
+		c.c.Close()
+	}
+}
+
+func jwtValidator(tb testing.TB, cached bool) (*introspect.Validator, string) {
+	hs := httptest.NewUnstartedServer(nil)
+	iss, err := demoissuer.New("http://"+hs.Listener.Addr().String(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs.Config.Handler = iss.Handler()
+	hs.Start()
+	tb.Cleanup(hs.Close)
+	cfg := introspect.Config{
+		Issuers: []introspect.IssuerConfig{{Issuer: iss.URL(), Mode: "jwt", Audience: []string{demoissuer.DefaultAudience}, UsernameClaim: "email"}},
+		Cache:   introspect.CacheConfig{Disabled: !cached},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := introspect.New(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	token, err := iss.Mint(demoissuer.Claims{Subject: "bench", Email: benchUser})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v, token
+}
