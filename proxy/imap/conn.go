@@ -407,6 +407,9 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 		return err
 	}
 	c.raw.SetDeadline(time.Time{})
+	// The login's context, its deadline timer and what it held for the IdP and
+	// backend calls would otherwise live as long as the session.
+	a.cancel()
 	down := &downstream{Conn: c.nc}
 	c.mu.Lock()
 	c.backend, c.down = sess.Conn, down
