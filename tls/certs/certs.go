@@ -39,8 +39,8 @@ type Store struct {
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
-	certMod   time.Time
-	keyMod    time.Time
+	certStat  os.FileInfo // of the files the certificate came from
+	keyStat   os.FileInfo
 	lastCheck time.Time
 }
 
@@ -70,15 +70,23 @@ func (s *Store) reload() error {
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	if s.cert != nil && cst.ModTime().Equal(s.certMod) && kst.ModTime().Equal(s.keyMod) {
+	if s.cert != nil && unchanged(s.certStat, cst) && unchanged(s.keyStat, kst) {
 		return nil
 	}
 	c, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	s.cert, s.certMod, s.keyMod = &c, cst.ModTime(), kst.ModTime()
+	s.cert, s.certStat, s.keyStat = &c, cst, kst
 	return nil
+}
+
+// unchanged reports whether a file is still the one last loaded: same file (a rename into
+// place, as certbot and cert-manager's symlink swap do, makes a new one), modification time
+// and size. Modification time alone misses a replacement written within the file system's
+// timestamp granularity of the old file.
+func unchanged(old, now os.FileInfo) bool {
+	return old != nil && os.SameFile(old, now) && old.ModTime().Equal(now.ModTime()) && old.Size() == now.Size()
 }
 
 // Reload reads cfg's certificate and key now, whether or not the files changed (SIGHUP), and
@@ -94,7 +102,7 @@ func (s *Store) Reload(cfg Config) error {
 	if err := next.reload(); err != nil {
 		return err
 	}
-	s.cfg, s.cert, s.certMod, s.keyMod, s.lastCheck = cfg, next.cert, next.certMod, next.keyMod, time.Now()
+	s.cfg, s.cert, s.certStat, s.keyStat, s.lastCheck = cfg, next.cert, next.certStat, next.keyStat, time.Now()
 	return nil
 }
 

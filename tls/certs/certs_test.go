@@ -71,3 +71,29 @@ func TestLoadErrors(t *testing.T) {
 		t.Error("empty Config validates")
 	}
 }
+
+// A renewal renamed into place is noticed even when it carries the old files' modification
+// time (written within one timestamp tick, or copied with cp -p): it is another file.
+func TestReloadRenamedIntoPlace(t *testing.T) {
+	dir, next := t.TempDir(), t.TempDir()
+	writePair(t, dir, "one.example")
+	s, err := Load(Config{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := writePair(t, next, "two.example")
+	for _, name := range []string{"cert.pem", "key.pem"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(filepath.Join(next, name), st.ModTime(), st.ModTime())
+		if err := os.Rename(filepath.Join(next, name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.lastCheck = time.Time{}
+	if got := s.Certificate().Certificate[0]; !bytes.Equal(got, second) {
+		t.Fatal("a renewal renamed into place with the old modification time is not served")
+	}
+}
