@@ -19,8 +19,10 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 // Session is one accepted connection as a front end runs it.
 type Session interface {
-	// Serve runs the connection to its end.
-	Serve()
+	// Serve runs the connection. It calls release exactly once, when the session is over;
+	// a session that goes on without a goroutine of its own (an idle spliced IMAP session)
+	// returns from Serve first and calls release later.
+	Serve(release func())
 	// Abort closes the connection at once; it is called from another goroutine.
 	Abort()
 	// End closes the connection the protocol's way (IMAP BYE, SMTP 421), for the end of
@@ -179,33 +181,33 @@ func (t *Tracker) start(nc net.Conn, g *gate, newSession func(net.Conn) Session)
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go func() {
-		defer t.wg.Done()
 		conn, release := g.admit(nc)
 		t.mu.Lock()
 		delete(t.pending, nc)
 		if conn == nil {
 			t.mu.Unlock()
+			t.wg.Done()
 			return
 		}
-		defer release()
 		if t.closing {
 			t.mu.Unlock()
 			conn.Close()
+			release()
+			t.wg.Done()
 			return
 		}
 		s := newSession(conn)
 		t.sessions[s] = struct{}{}
 		t.mu.Unlock()
-		defer t.forget(s)
-		s.Serve()
+		s.Serve(sync.OnceFunc(func() {
+			t.mu.Lock()
+			delete(t.sessions, s)
+			t.mu.Unlock()
+			release()
+			t.wg.Done()
+		}))
 	}()
 	return true
-}
-
-func (t *Tracker) forget(s Session) {
-	t.mu.Lock()
-	delete(t.sessions, s)
-	t.mu.Unlock()
 }
 
 // retryableAccept reports accept errors that pass (out of descriptors, a

@@ -16,7 +16,8 @@ import (
 // echoSession holds its connection open until the client closes it or it is aborted.
 type echoSession struct{ nc net.Conn }
 
-func (s *echoSession) Serve() {
+func (s *echoSession) Serve(release func()) {
+	defer release()
 	buf := make([]byte, 64)
 	for {
 		if _, err := s.nc.Read(buf); err != nil {
@@ -111,9 +112,9 @@ type addrSession struct {
 	addrs chan<- [2]string
 }
 
-func (s *addrSession) Serve() {
+func (s *addrSession) Serve(release func()) {
 	s.addrs <- [2]string{s.nc.RemoteAddr().String(), s.nc.LocalAddr().String()}
-	s.echoSession.Serve()
+	s.echoSession.Serve(release)
 }
 
 func serveAccept(t *testing.T, a Accept, addrs chan<- [2]string) (*Tracker, string) {

@@ -411,19 +411,17 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 	// backend calls would otherwise live as long as the session.
 	a.cancel()
 	down := &downstream{Conn: c.nc}
-	c.mu.Lock()
-	c.backend, c.down = sess.Conn, down
-	c.mu.Unlock()
-	if c.ending.Load() { // End came during the login: it found no downstream to end
-		down.end()
-	}
 	// Hand the readers to the splice and keep no reference, so their buffers
 	// are freed once drained rather than held for the session's life.
 	cbr, bbr := c.br, sess.Reader
 	c.br, c.bw, sess.Reader = nil, nil, nil
-	up, dn := splice(down, cbr, sess.Conn, bbr)
-	c.log.Info("session ended", "bytes_up", up, "bytes_down", dn)
-	c.m.Relayed(up, dn)
+	c.mu.Lock()
+	c.backend, c.down = sess.Conn, down
+	c.spliced = startSplice(down, cbr, sess.Conn, bbr, c.spliceEnded)
+	c.mu.Unlock()
+	if c.ending.Load() { // End came during the login: it found no downstream to end
+		down.end()
+	}
 	return errSpliced
 }
 

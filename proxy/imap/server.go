@@ -136,6 +136,8 @@ type conn struct {
 	mu      sync.Mutex
 	backend net.Conn    // set while spliced, closed by Abort
 	down    *downstream // set while spliced: the client as the backend's bytes reach it
+	spliced *spliced    // set while spliced
+	release func()      // ends the session for the Tracker
 
 	ending   atomic.Bool   // End was called: a read timeout means shutdown
 	finished chan struct{} // closed when Serve returns
@@ -143,12 +145,16 @@ type conn struct {
 
 // Abort closes the client and backend connections (proxy.Session).
 func (c *conn) Abort() {
-	c.raw.Close()
 	c.mu.Lock()
-	if c.backend != nil {
-		c.backend.Close()
-	}
+	sp, be := c.spliced, c.backend
 	c.mu.Unlock()
+	if sp != nil {
+		sp.abort() // first: it takes parked directions back while their sockets are open
+	}
+	c.raw.Close()
+	if be != nil {
+		be.Close()
+	}
 }
 
 // End ends the connection for a drain (proxy.Session): a spliced session gets "* BYE" at
@@ -176,19 +182,42 @@ func (c *conn) End() {
 	c.Abort()
 }
 
-// Serve runs the connection (proxy.Session).
-func (c *conn) Serve() {
-	defer close(c.finished)
-	defer c.Abort()
+// Serve runs the connection (proxy.Session). Once logged in, the session goes on in the
+// splice, which ends it (c.spliceEnded); Serve returns before that.
+func (c *conn) Serve(release func()) {
+	c.release = release
 	c.gauge = c.m.StartSession()
-	defer c.gauge.End()
 	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
+	spliced := false
 	defer func() {
 		if v := recover(); v != nil {
 			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
 		}
+		if !spliced {
+			c.finish()
+		}
 	}()
-	if err := c.run(); err != nil {
+	err := c.run()
+	if errors.Is(err, errSpliced) {
+		spliced = true
+		return
+	}
+	if err != nil {
 		c.log.Debug("connection ended", "reason", err)
 	}
+}
+
+// finish closes everything and ends the session for the Tracker.
+func (c *conn) finish() {
+	c.Abort()
+	c.gauge.End()
+	close(c.finished)
+	c.release()
+}
+
+// spliceEnded is the end of a logged-in session.
+func (c *conn) spliceEnded(up, down int64) {
+	c.log.Info("session ended", "bytes_up", up, "bytes_down", down)
+	c.m.Relayed(up, down)
+	c.finish()
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,25 +31,97 @@ var spliceBufsMade atomic.Int64
 // ended (a client's LOGOUT answer, a backend's last BYE) before both close.
 const halfCloseGrace = 5 * time.Second
 
-// splice relays a logged-in session until either side closes: client bytes
-// (starting with those already in cbr, pipelined behind AUTHENTICATE) to the
-// backend, backend bytes (starting with bbr's) to the client. It expects no
-// read deadline on either connection.
+// parkAfter is how long a direction waits for data on a goroutine of its own
+// before it parks: its goroutine ends, and the socket's readiness is watched
+// by the one shared poller (park_linux.go), which starts the direction again
+// when data comes. Most logged-in sessions sit in IDLE for minutes; a parked
+// direction costs no stack (issue #8, bench/README.md). A variable for tests.
+var parkAfter = 5 * time.Second
+
+// spliced is a logged-in session being relayed: client bytes to the backend
+// (up) and backend bytes to the client (down), each direction a half that runs
+// on a goroutine while it has data and is parked while it has none.
+type spliced struct {
+	client, backend net.Conn
+	up, down        *half
+	end             func(up, down int64) // called once, after both connections closed
+	parkAfter       time.Duration
+
+	mu      sync.Mutex
+	running int         // halves not done
+	closed  bool        // both connections are (being) closed: nothing parks any more
+	grace   *time.Timer // closes both halfCloseGrace after the first half is done
+}
+
+// startSplice starts relaying a logged-in session and returns at once:
+// client bytes (starting with those already in cbr, pipelined behind
+// AUTHENTICATE) to the backend, backend bytes (starting with bbr's) to the
+// client, until either side closes; then both close and end runs. It expects
+// no read deadline on either connection.
+func startSplice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader, end func(up, down int64)) *spliced {
+	s := &spliced{client: client, backend: backend, end: end, running: 2, parkAfter: parkAfter}
+	s.up = newHalf(s, backend, client, pending(cbr))
+	s.down = newHalf(s, client, backend, pending(bbr))
+	go s.up.run()
+	go s.down.run()
+	return s
+}
+
+// splice is startSplice waiting for the end.
 func splice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader) (up, down int64) {
 	done := make(chan struct{})
-	// cbr's bytes go in as an argument: a closure capturing cbr would keep its
-	// 4 KiB buffer alive for the session's life.
-	go func(first []byte) {
-		up = copyHalf(backend, client, first)
-		close(done)
-	}(pending(cbr))
-	down = copyHalf(client, backend, pending(bbr))
-	t := time.AfterFunc(halfCloseGrace, func() { client.Close(); backend.Close() })
+	startSplice(client, cbr, backend, bbr, func(u, d int64) { up, down = u, d; close(done) })
 	<-done
-	t.Stop()
-	client.Close()
-	backend.Close()
 	return up, down
+}
+
+// abort closes both connections, ending the session; parked halves are taken
+// back from the poller first (while their descriptors are still open, so no
+// other socket's registration can be touched) and run to their end.
+func (s *spliced) abort() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	var wake []*half
+	for _, h := range []*half{s.up, s.down} {
+		if h.unpark() {
+			wake = append(wake, h)
+		}
+	}
+	s.mu.Unlock()
+	s.client.Close()
+	s.backend.Close()
+	for _, h := range wake {
+		go h.run()
+	}
+}
+
+// park hands h to the poller unless the session is closing; h's goroutine
+// must end when it returns true.
+func (s *spliced) park(h *half) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && h.park()
+}
+
+// halfDone is called by each half when it is done; the second ends the session.
+func (s *spliced) halfDone() {
+	s.mu.Lock()
+	s.running--
+	last := s.running == 0
+	if !last {
+		s.grace = time.AfterFunc(halfCloseGrace, s.abort)
+	}
+	s.mu.Unlock()
+	if !last {
+		return
+	}
+	s.grace.Stop()
+	s.abort()
+	s.end(s.up.n, s.down.n)
 }
 
 // pending returns the bytes br holds but nobody read yet; br is not used after.
@@ -60,25 +133,48 @@ func pending(br *bufio.Reader) []byte {
 	return b
 }
 
-// copyHalf copies src to dst, first the bytes already read from it (first),
-// then half-closes dst so its reader sees EOF. It holds a pooled buffer only
-// from a read that has data to the write that passes it on.
-func copyHalf(dst, src net.Conn, first []byte) int64 {
-	var n int64
-	if len(first) > 0 {
-		w, err := dst.Write(first)
-		n += int64(w)
+// half copies src to dst: first the bytes already read from src (first), then
+// what src sends, then it half-closes dst so its reader sees EOF. It holds a
+// pooled buffer only from a read that has data to the write that passes it on.
+type half struct {
+	s        *spliced
+	dst, src net.Conn
+	first    []byte
+	r        waitReader
+	n        int64           // bytes written to dst
+	watch    syscall.RawConn // src's socket, for the poller; nil: never parks
+	parked   parking         // the poller's state for this half (park_linux.go)
+}
+
+func newHalf(s *spliced, dst, src net.Conn, first []byte) *half {
+	h := &half{s: s, dst: dst, src: src, first: first, r: newWaitReader(src)}
+	if canPark {
+		h.watch = socketOf(src)
+	}
+	return h
+}
+
+// run copies until src or dst fails, or parks h when src has been quiet for
+// parkAfter; the poller runs it again on data.
+func (h *half) run() {
+	if len(h.first) > 0 {
+		w, err := h.dst.Write(h.first)
+		h.n += int64(w)
+		h.first = nil
 		if err != nil {
-			closeWrite(dst)
-			return n
+			h.done()
+			return
 		}
 	}
-	r := newWaitReader(src)
 	for {
-		bp, m, err := r.read()
+		var deadline time.Time
+		if h.watch != nil {
+			deadline = time.Now().Add(h.s.parkAfter)
+		}
+		bp, m, err := h.r.read(deadline)
 		if m > 0 {
-			w, werr := dst.Write((*bp)[:m])
-			n += int64(w)
+			w, werr := h.dst.Write((*bp)[:m])
+			h.n += int64(w)
 			if werr != nil {
 				err = werr
 			}
@@ -86,18 +182,53 @@ func copyHalf(dst, src net.Conn, first []byte) int64 {
 		if bp != nil {
 			spliceBufs.Put(bp)
 		}
-		if err != nil {
-			break
+		if err == nil {
+			continue
 		}
+		if m == 0 && h.watch != nil && isTimeout(err) {
+			if h.s.park(h) {
+				return
+			}
+			continue // closing: the next read fails
+		}
+		break
 	}
-	closeWrite(dst)
-	return n
+	h.done()
+}
+
+func (h *half) done() {
+	closeWrite(h.dst)
+	h.s.halfDone()
+}
+
+// socketOf returns the RawConn of the socket under c (a TLS connection's
+// transport, a downstream's connection), or nil.
+func socketOf(c net.Conn) syscall.RawConn {
+	for {
+		switch t := c.(type) {
+		case *downstream:
+			c = t.Conn
+			continue
+		case *tls.Conn:
+			c = t.NetConn()
+			continue
+		case *net.TCPConn:
+			rc, err := t.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		}
+		return nil
+	}
 }
 
 // A waitReader reads its connection into a buffer from spliceBufs, which it
-// returns (or nil) with the count read; the caller puts it back.
+// returns (or nil) with the count read; the caller puts it back. A non-zero
+// deadline bounds the wait for the first byte (the read then fails with a
+// timeout and nothing read); once bytes came, it returns what is there.
 type waitReader interface {
-	read() (bp *[]byte, n int, err error)
+	read(deadline time.Time) (bp *[]byte, n int, err error)
 }
 
 func newWaitReader(c net.Conn) waitReader {
@@ -108,11 +239,11 @@ func newWaitReader(c net.Conn) waitReader {
 	case *tls.Conn:
 		return &tlsReader{c: c}
 	case *net.TCPConn:
-		if r := newFDReader(c); r != nil {
+		if r := newFDReader(c, c); r != nil {
 			return r
 		}
 	case *net.UnixConn:
-		if r := newFDReader(c); r != nil {
+		if r := newFDReader(c, c); r != nil {
 			return r
 		}
 	}
@@ -129,8 +260,9 @@ func newWaitReader(c net.Conn) waitReader {
 // buffer and collects what crypto/tls holds or can decrypt without waiting
 // for the network, a read deadline in the past serving as a non-blocking
 // probe. crypto/tls treats the timeout as temporary and keeps any partial
-// record for the next Read; splice runs without deadlines, so none is
-// restored after.
+// record for the next Read. The wait for the first byte has the caller's
+// deadline, so a timeout there means crypto/tls holds no complete record: the
+// socket's readiness then says when there is more (what parking relies on).
 type tlsReader struct {
 	c   *tls.Conn
 	one [1]byte
@@ -139,7 +271,8 @@ type tlsReader struct {
 // aLongTimeAgo is a deadline that has passed (net/http's name for it).
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (r *tlsReader) read() (*[]byte, int, error) {
+func (r *tlsReader) read(deadline time.Time) (*[]byte, int, error) {
+	r.c.SetReadDeadline(deadline)
 	n, err := r.c.Read(r.one[:])
 	if n == 0 {
 		if err == nil {
@@ -172,7 +305,7 @@ func (r *tlsReader) read() (*[]byte, int, error) {
 // blockingReader reads a connection of a type splice does not know.
 type blockingReader struct{ c net.Conn }
 
-func (r blockingReader) read() (*[]byte, int, error) {
+func (r blockingReader) read(time.Time) (*[]byte, int, error) {
 	bp := spliceBufs.Get().(*[]byte)
 	n, err := r.c.Read(*bp)
 	return bp, n, err

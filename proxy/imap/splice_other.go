@@ -2,8 +2,13 @@
 
 package imap
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 // newFDReader has no portable read(2) to call here: splice falls back to
 // blockingReader.
-func newFDReader(syscall.Conn) waitReader { return nil }
+func newFDReader(syscall.Conn, interface{ SetReadDeadline(time.Time) error }) waitReader {
+	return nil
+}

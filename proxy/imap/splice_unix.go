@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 )
 
 // fdReader waits for a plain socket through its RawConn: each read(2) goes
@@ -13,6 +14,7 @@ import (
 // before the goroutine parks in the netpoller. The syscalls are those of
 // net.Conn.Read, and deadlines and Close still apply.
 type fdReader struct {
+	c   interface{ SetReadDeadline(time.Time) error }
 	rc  syscall.RawConn
 	try func(fd uintptr) bool // r.tryRead, bound once so a read allocates nothing
 	bp  *[]byte
@@ -21,12 +23,12 @@ type fdReader struct {
 }
 
 // newFDReader returns nil if c has no usable descriptor.
-func newFDReader(c syscall.Conn) waitReader {
+func newFDReader(c syscall.Conn, dl interface{ SetReadDeadline(time.Time) error }) waitReader {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	r := &fdReader{rc: rc}
+	r := &fdReader{c: dl, rc: rc}
 	r.try = r.tryRead
 	return r
 }
@@ -47,7 +49,8 @@ func (r *fdReader) tryRead(fd uintptr) bool {
 	return true
 }
 
-func (r *fdReader) read() (*[]byte, int, error) {
+func (r *fdReader) read(deadline time.Time) (*[]byte, int, error) {
+	r.c.SetReadDeadline(deadline)
 	err := r.rc.Read(r.try)
 	bp, n := r.bp, r.n
 	r.bp = nil

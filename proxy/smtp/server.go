@@ -229,7 +229,8 @@ type conn struct {
 }
 
 // Serve runs the connection until go-smtp closes it (proxy.Session).
-func (c *conn) Serve() {
+func (c *conn) Serve(release func()) {
+	defer release()
 	c.gauge = c.m.StartSession()
 	defer c.gauge.End()
 	defer func() {

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package imap
+
+// canPark: without epoll here, every half keeps its goroutine.
+const canPark = false
+
+type parking struct{}
+
+func (h *half) park() bool   { return false }
+func (h *half) unpark() bool { return false }

@@ -1,0 +1,222 @@
+//go:build linux
+
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/internal/demoissuer"
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// shortPark makes idle directions park after 20 ms for one test.
+func shortPark(t *testing.T) {
+	old := parkAfter
+	parkAfter = 20 * time.Millisecond
+	t.Cleanup(func() { parkAfter = old })
+}
+
+// waitParks waits until at least n more directions parked than before.
+func waitParks(t *testing.T, before, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for spliceParks.Load()-before < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d directions parked, want %d", spliceParks.Load()-before, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// exchange sends line from a to b through the splice and checks it arrives whole.
+func exchange(t *testing.T, a, b net.Conn, line string) {
+	t.Helper()
+	if _, err := io.WriteString(a, line); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(line))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != line {
+		t.Fatalf("read %q, %v; want %q", got, err, line)
+	}
+}
+
+// Idle directions park and wake on data, as often as the session pauses, in both
+// directions, over TCP, TLS, and TLS whose records arrive in pieces; bytes stay in order
+// and the session ends normally.
+func TestSpliceParksAndWakes(t *testing.T) {
+	shortPark(t)
+	for _, cs := range []side{sideTCP, sideTLS, sideDribble} {
+		t.Run(string(cs), func(t *testing.T) {
+			client, gwc := connect(t, cs, true)
+			backend, gwb := connect(t, sideTCP, false)
+			type result struct{ up, down int64 }
+			done := make(chan result, 1)
+			startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(up, down int64) { done <- result{up, down} })
+			var up, down int
+			for i := range 5 {
+				before := spliceParks.Load()
+				waitParks(t, before, 2)
+				big := string(bytes.Repeat([]byte{'a' + byte(i)}, 100000)) + "\r\n"
+				exchange(t, client, backend, "c NOOP\r\n")
+				exchange(t, backend, client, big)
+				up, down = up+len("c NOOP\r\n"), down+len(big)
+			}
+			closeWriteTest(t, client)
+			if b, err := io.ReadAll(backend); err != nil || len(b) != 0 {
+				t.Fatalf("backend read %q, %v after the client's EOF", b, err)
+			}
+			closeWriteTest(t, backend)
+			if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
+				t.Fatalf("client read %q, %v after the backend's EOF", b, err)
+			}
+			select {
+			case r := <-done:
+				if r.up != int64(up) || r.down != int64(down) {
+					t.Errorf("splice counted up %d, down %d; want %d, %d", r.up, r.down, up, down)
+				}
+			case <-time.After(halfCloseGrace / 2):
+				t.Fatal("splice did not end")
+			}
+		})
+	}
+}
+
+// A TLS record half sent when the client's direction parks is completed by its second half.
+func TestSpliceParkedPartialRecord(t *testing.T) {
+	shortPark(t)
+	peer, gwc := tcpPair(t)
+	hc := &holdConn{Conn: peer}
+	srv, cli := spliceTLS()
+	client, gw := tls.Client(hc, cli), tls.Server(gwc, srv)
+	errc := make(chan error, 1)
+	go func() { errc <- client.Handshake() }()
+	if err := gw.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	backend, gwb := tcpPair(t)
+	before := spliceParks.Load()
+	startSplice(gw, bufio.NewReader(gw), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+	waitParks(t, before, 2)
+	hc.held = new(bytes.Buffer)
+	io.WriteString(client, "d SELECT INBOX\r\n")
+	rec := hc.held.Bytes()
+	hc.held = nil
+	if _, err := peer.Write(rec[:len(rec)/2]); err != nil {
+		t.Fatal(err)
+	}
+	waitParks(t, before, 3) // woken by the first half, read a partial record, parked again
+	if _, err := peer.Write(rec[len(rec)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("d SELECT INBOX\r\n"))
+	if _, err := io.ReadFull(backend, got); err != nil || string(got) != "d SELECT INBOX\r\n" {
+		t.Fatalf("backend read %q, %v", got, err)
+	}
+}
+
+// abort ends a session whose directions are both parked: they are taken back from the
+// poller, run to their end, and the end callback comes.
+func TestSpliceAbortParked(t *testing.T) {
+	shortPark(t)
+	client, gwc := connect(t, sideTLS, true)
+	_, gwb := connect(t, sideTCP, false)
+	before := spliceParks.Load()
+	done := make(chan struct{})
+	s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) { close(done) })
+	waitParks(t, before, 2)
+	s.abort()
+	select {
+	case <-done:
+	case <-time.After(halfCloseGrace / 2):
+		t.Fatal("parked session not ended by abort")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Error("client connection still open after abort")
+	}
+}
+
+// Parked sessions hold no goroutine: what issue #8's idle-memory goal needs.
+func TestSpliceParkedGoroutines(t *testing.T) {
+	shortPark(t)
+	const sessions = 50
+	base := runtime.NumGoroutine()
+	before := spliceParks.Load()
+	for range sessions {
+		_, gwc := connect(t, sideTLS, true)
+		_, gwb := connect(t, sideTCP, false)
+		startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+	}
+	waitParks(t, before, 2*sessions)
+	time.Sleep(20 * time.Millisecond) // the parked goroutines return
+	if n := runtime.NumGoroutine() - base; n > sessions/5 {
+		t.Errorf("%d goroutines for %d parked sessions, want almost none", n, sessions)
+	}
+}
+
+// A drain ends parked sessions like running ones: "* BYE", then EOF; and Close does not
+// wait for a parked session that nothing wakes.
+func TestShutdownParkedSessions(t *testing.T) {
+	shortPark(t)
+	e := newEnv(t)
+	var clients []*client
+	for range 2 {
+		c := e.dial(t, true)
+		c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+		c.expect("a OK ")
+		c.send("b SELECT INBOX")
+		for !strings.HasPrefix(c.expect(""), "b OK") {
+		}
+		c.send("c IDLE")
+		c.expect("+ ")
+		clients = append(clients, c)
+	}
+	before := spliceParks.Load()
+	waitParks(t, before, 4)
+	// Parked, and still relaying: DONE wakes the client's direction, the answer the backend's.
+	clients[1].send("DONE")
+	clients[1].expect("c OK")
+	waitParks(t, before, 6)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	for _, c := range clients {
+		c.expect("* BYE Server shutting down")
+		c.expectEOF()
+	}
+}
+
+func TestCloseParkedSession(t *testing.T) {
+	shortPark(t)
+	e := newEnv(t)
+	c := e.dial(t, true)
+	c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.expect("a OK ")
+	waitParks(t, spliceParks.Load(), 2)
+	closed := make(chan error)
+	go func() { closed <- e.servers[proxy.TLSImplicit].Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs on a parked session")
+	}
+	c.expectEOF()
+}
