@@ -38,6 +38,7 @@ type twinConfig struct {
 	IMAP      imap.Config            `yaml:"imap"`
 	Secrets   backends.SecretsConfig `yaml:"secrets"`
 	Tokens    introspect.Config      `yaml:"tokens"`
+	Limits    proxy.Limits           `yaml:"limits"`
 }
 
 // twinMain is `imapbench twin`: the IMAP listeners of `saslgate serve`,
@@ -101,6 +102,7 @@ func twinMain(args []string) error {
 			TLSConfig: store.TLSConfig(),
 			Validator: validator,
 			Secrets:   secrets,
+			Limits:    cfg.Limits,
 			Logger:    logger,
 		}
 		servers = append(servers, srv)
