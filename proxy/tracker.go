@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -49,9 +50,12 @@ type Accept struct {
 	Listener ListenerConfig
 	// Limits gives the connection limits; each Serve call counts on its own.
 	Limits Limits
-	// Refuse answers a connection over a limit with the protocol's refusal (IMAP BYE,
-	// SMTP 421) before it is closed; nil closes it without a word.
-	Refuse func(net.Conn)
+	// Refusal is the protocol's answer to a connection over a limit (IMAP BYE, SMTP 421),
+	// sent before it is closed (inside TLS on an implicit-TLS listener, where a client could
+	// not read it in plain text); empty closes it without a word.
+	Refusal string
+	// TLSConfig is the listener's, for the refusal on an implicit-TLS listener.
+	TLSConfig *tls.Config
 	// Log receives refusals (once per address and minute at most) and accept errors.
 	Log *slog.Logger
 	// Metrics counts admitted and refused connections; nil counts nothing.
@@ -148,15 +152,27 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 			g.log.Warn("connection refused: limit reached", "remote", ip.String(), "limit", limit)
 		}
 		g.a.Metrics.Refused(limit)
-		if g.a.Refuse != nil {
+		if g.a.Refusal != "" {
 			_ = nc.SetDeadline(time.Now().Add(refuseTimeout))
-			g.a.Refuse(nc)
+			g.refuse(nc)
 		}
 		nc.Close()
 		return nil, nil
 	}
 	g.a.Metrics.Accepted()
 	return nc, func() { g.limits.release(ip) }
+}
+
+// refuse sends the refusal, inside TLS on an implicit-TLS listener.
+func (g *gate) refuse(nc net.Conn) {
+	if g.a.Listener.TLS == TLSImplicit {
+		tc := tls.Server(nc, g.a.TLSConfig)
+		if tc.Handshake() != nil {
+			return
+		}
+		nc = tc
+	}
+	_, _ = nc.Write([]byte(g.a.Refusal))
 }
 
 // refuseTimeout bounds the refusal of a connection over a limit (TLS handshake included).

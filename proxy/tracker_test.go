@@ -202,11 +202,10 @@ func TestTrackerProxyProtocolUntrusted(t *testing.T) {
 
 func TestTrackerConnectionLimits(t *testing.T) {
 	addrs := make(chan [2]string, 8)
-	refused := make(chan struct{}, 8)
 	a := Accept{
-		Limits: Limits{MaxConnections: 3, MaxConnectionsPerIP: 2},
-		Refuse: func(nc net.Conn) { nc.Write([]byte("* BYE Too many connections\r\n")); refused <- struct{}{} },
-		Log:    slogDiscard(),
+		Limits:  Limits{MaxConnections: 3, MaxConnectionsPerIP: 2},
+		Refusal: "* BYE Too many connections\r\n",
+		Log:     slogDiscard(),
 	}
 	_, addr := serveAccept(t, a, addrs)
 	var open []net.Conn
@@ -227,7 +226,6 @@ func TestTrackerConnectionLimits(t *testing.T) {
 	if line, _ := bufio.NewReader(over).ReadString('\n'); line != "* BYE Too many connections\r\n" {
 		t.Errorf("third connection from one address got %q, want the refusal", line)
 	}
-	<-refused
 	// Closing one gives its place back.
 	open[0].Close()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {

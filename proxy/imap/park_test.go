@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -26,16 +27,28 @@ func shortPark(t *testing.T) {
 	t.Cleanup(func() { parkAfter = old })
 }
 
-// waitParks waits until at least n more directions parked than before.
-func waitParks(t *testing.T, before, n int64) {
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for spliceParks.Load()-before < n {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d directions parked, want %d", spliceParks.Load()-before, n)
+			t.Fatalf("waited 10s for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// waitParked waits until both directions of s are parked.
+func waitParked(t *testing.T, s *spliced) {
+	t.Helper()
+	waitFor(t, "both directions to park", func() bool { return s.parkedHalves() == 2 })
+}
+
+// waitParkedNow waits until at least n directions are parked, in all sessions.
+func waitParkedNow(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d parked directions", n), func() bool { return parkedNow() >= n })
 }
 
 // exchange sends line from a to b through the splice and checks it arrives whole.
@@ -62,11 +75,10 @@ func TestSpliceParksAndWakes(t *testing.T) {
 			backend, gwb := connect(t, sideTCP, false)
 			type result struct{ up, down int64 }
 			done := make(chan result, 1)
-			startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(up, down int64) { done <- result{up, down} })
+			s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(up, down int64) { done <- result{up, down} })
 			var up, down int
 			for i := range 5 {
-				before := spliceParks.Load()
-				waitParks(t, before, 2)
+				waitParked(t, s)
 				big := string(bytes.Repeat([]byte{'a' + byte(i)}, 100000)) + "\r\n"
 				exchange(t, client, backend, "c NOOP\r\n")
 				exchange(t, backend, client, big)
@@ -108,17 +120,19 @@ func TestSpliceParkedPartialRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend, gwb := tcpPair(t)
-	before := spliceParks.Load()
-	startSplice(gw, bufio.NewReader(gw), gwb, bufio.NewReader(gwb), func(int64, int64) {})
-	waitParks(t, before, 2)
+	s := startSplice(gw, bufio.NewReader(gw), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+	t.Cleanup(s.abort) // before tcpPair's cleanups close the sockets under it
+	waitParked(t, s)
 	hc.held = new(bytes.Buffer)
 	io.WriteString(client, "d SELECT INBOX\r\n")
 	rec := hc.held.Bytes()
 	hc.held = nil
+	before := spliceParks.Load()
 	if _, err := peer.Write(rec[:len(rec)/2]); err != nil {
 		t.Fatal(err)
 	}
-	waitParks(t, before, 3) // woken by the first half, read a partial record, parked again
+	// Woken by the first half, it reads a partial record and parks again.
+	waitFor(t, "the client direction to park again", func() bool { return spliceParks.Load() > before && s.parkedHalves() == 2 })
 	if _, err := peer.Write(rec[len(rec)/2:]); err != nil {
 		t.Fatal(err)
 	}
@@ -135,10 +149,9 @@ func TestSpliceAbortParked(t *testing.T) {
 	shortPark(t)
 	client, gwc := connect(t, sideTLS, true)
 	_, gwb := connect(t, sideTCP, false)
-	before := spliceParks.Load()
 	done := make(chan struct{})
 	s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) { close(done) })
-	waitParks(t, before, 2)
+	waitParked(t, s)
 	s.abort()
 	select {
 	case <-done:
@@ -156,13 +169,13 @@ func TestSpliceParkedGoroutines(t *testing.T) {
 	shortPark(t)
 	const sessions = 50
 	base := runtime.NumGoroutine()
-	before := spliceParks.Load()
 	for range sessions {
 		_, gwc := connect(t, sideTLS, true)
 		_, gwb := connect(t, sideTCP, false)
-		startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+		s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+		t.Cleanup(s.abort)
 	}
-	waitParks(t, before, 2*sessions)
+	waitParkedNow(t, 2*sessions)
 	time.Sleep(20 * time.Millisecond) // the parked goroutines return
 	if n := runtime.NumGoroutine() - base; n > sessions/5 {
 		t.Errorf("%d goroutines for %d parked sessions, want almost none", n, sessions)
@@ -186,12 +199,11 @@ func TestShutdownParkedSessions(t *testing.T) {
 		c.expect("+ ")
 		clients = append(clients, c)
 	}
-	before := spliceParks.Load()
-	waitParks(t, before, 4)
+	waitParkedNow(t, 4)
 	// Parked, and still relaying: DONE wakes the client's direction, the answer the backend's.
 	clients[1].send("DONE")
 	clients[1].expect("c OK")
-	waitParks(t, before, 6)
+	waitParkedNow(t, 4)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -210,7 +222,7 @@ func TestCloseParkedSession(t *testing.T) {
 	c := e.dial(t, true)
 	c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
 	c.expect("a OK ")
-	waitParks(t, spliceParks.Load(), 2)
+	waitParkedNow(t, 2)
 	closed := make(chan error)
 	go func() { closed <- e.servers[proxy.TLSImplicit].Close() }()
 	select {

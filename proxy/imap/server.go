@@ -61,19 +61,6 @@ func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, 
 	return backends.DialIMAP(ctx, s.Config.Backend, user, secret, client)
 }
 
-// refuse answers a connection over a limit (proxy.Accept.Refuse): inside TLS on an
-// implicit-TLS listener, where a client could not read a plain-text BYE.
-func (s *Server) refuse(nc net.Conn) {
-	if s.Listener.TLS == proxy.TLSImplicit {
-		tc := tls.Server(nc, s.tlsConfig)
-		if tc.Handshake() != nil {
-			return
-		}
-		nc = tc
-	}
-	_, _ = nc.Write([]byte("* BYE Too many connections from your address\r\n"))
-}
-
 // Serve accepts connections on ln until Shutdown or Close; it always returns a
 // non-nil error, ErrServerClosed after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
@@ -86,7 +73,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	log := s.logger().With("listener", s.Listener.Name)
 	m := s.Metrics.Listener(s.Listener.Name, "imap")
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log, Metrics: m}
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "* BYE Too many connections from your address\r\n", TLSConfig: s.tlsConfig, Log: log, Metrics: m}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
 			s:        s,

@@ -74,19 +74,6 @@ func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, 
 	return backends.DialSMTP(ctx, s.Config.Backend, user, secret, client)
 }
 
-// refuse answers a connection over a limit (proxy.Accept.Refuse), inside TLS on an
-// implicit-TLS listener (RFC 5321 §3.8: 421, then close).
-func (s *Server) refuse(nc net.Conn) {
-	if s.Listener.TLS == proxy.TLSImplicit {
-		tc := tls.Server(nc, s.tlsConfig)
-		if tc.Handshake() != nil {
-			return
-		}
-		nc = tc
-	}
-	_, _ = nc.Write([]byte("421 4.7.0 Too many connections\r\n"))
-}
-
 // Serve accepts connections on ln until Shutdown or Close; it always returns a non-nil error,
 // ErrServerClosed after a shutdown. The first Serve probes the backend's extensions before
 // accepting, then again every Config.ExtensionsRefresh.
@@ -112,7 +99,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	})
 	log := s.logger().With("listener", s.Listener.Name)
 	m := s.Metrics.Listener(s.Listener.Name, "smtp")
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refuse: s.refuse, Log: log, Metrics: m}
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "421 4.7.0 Too many connections\r\n", TLSConfig: s.tlsConfig, Log: log, Metrics: m}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		c := &conn{
 			Conn: nc,
