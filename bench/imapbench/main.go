@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command imapbench measures saslgate against nginx's mail proxy and against
 // Dovecot directly, on this machine, in one run: bulk FETCH throughput, login
 // rate, memory per idle session and round-trip time per command. It starts
