@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// ---- parked: directions idle for parkAfter hold no goroutine (prototype; why it is not in proxy/imap: README.md) ----
+// ---- parked: directions idle for parkAfter hold no goroutine (the prototype of proxy/imap/park_linux.go, which adds what this lacks: see bench/README.md) ----
 //
 // A spliced IMAP session is idle almost all its life (IDLE for ~29 minutes
 // between re-issues), and with a goroutine per direction it costs two
