@@ -130,32 +130,3 @@ func (h *half) unpark() bool {
 	return waiting
 }
 
-// parkedNow counts the halves waiting in the poller (tests).
-func parkedNow() int {
-	p, err := getPoller()
-	if err != nil {
-		return 0
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.wait)
-}
-
-// parkedHalves counts s's halves waiting in the poller (tests).
-func (s *spliced) parkedHalves() int {
-	p, err := getPoller()
-	if err != nil {
-		return 0
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, h := range []*half{s.up, s.down} {
-		if _, ok := p.wait[h.parked.token]; ok && h.parked.registered {
-			n++
-		}
-	}
-	return n
-}
