@@ -129,4 +129,3 @@ func (h *half) unpark() bool {
 	h.parked.registered = false
 	return waiting
 }
-
