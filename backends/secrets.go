@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrUnknownUser is wrapped by SecretSource.Secret when it has no secret for the user.
@@ -34,8 +37,8 @@ type SecretsConfig struct {
 	// File is the secrets file for source "file". It must not be accessible by group or
 	// others (mode 0600 or 0400); it is re-read when its size, mtime or mode changes.
 	File string `yaml:"file"`
-	// HMACKeyFile holds the raw key for source "hmac" (a trailing newline is ignored, at least
-	// MinHMACKeyLen bytes). Same mode rule as File; it is read once, at start.
+	// HMACKeyFile is the key file for source "hmac", in the format ReadHMACKeyFile reads:
+	// one line of text. Same mode rule as File; it is read once, at start.
 	HMACKeyFile string `yaml:"hmac_key_file"`
 }
 
@@ -246,15 +249,55 @@ type hmacSource struct{ key []byte }
 var _ SecretSource = hmacSource{}
 
 func newHMACSource(path string) (hmacSource, error) {
-	b, _, err := readPrivateFile(path, "hmac key file")
+	key, err := ReadHMACKeyFile(path)
 	if err != nil {
 		return hmacSource{}, err
 	}
-	b = bytes.TrimRight(b, "\r\n")
-	if len(b) < MinHMACKeyLen {
-		return hmacSource{}, fmt.Errorf("backends: hmac key file %s: key is %d bytes, need at least %d", path, len(b), MinHMACKeyLen)
+	return hmacSource{key: key}, nil
+}
+
+// ReadHMACKeyFile returns the key in an HMAC key file. A key file is one line of UTF-8 text
+// without control characters; the key is that text's bytes as they are (not decoded), without
+// the line end, and at least MinHMACKeyLen bytes long. So `$(cat hmac.key)` in a shell is the
+// same key, and a key written by an editor, by `openssl rand -base64 32 > hmac.key` or by
+// NewHMACKeyFile reads the same everywhere. Raw random bytes are refused: they may end in a
+// byte that looks like a line end, which once made two readers disagree on the key. The file
+// must be private (no group or other permission bits).
+func ReadHMACKeyFile(path string) ([]byte, error) {
+	b, _, err := readPrivateFile(path, "hmac key file")
+	if err != nil {
+		return nil, err
 	}
-	return hmacSource{key: b}, nil
+	key := bytes.TrimRight(b, "\r\n")
+	if !utf8.Valid(key) || bytes.ContainsFunc(key, unicode.IsControl) {
+		return nil, fmt.Errorf("backends: hmac key file %s is not one line of text (binary data or several lines); write a key with `saslgate secrets genkey FILE`", path)
+	}
+	if len(key) < MinHMACKeyLen {
+		return nil, fmt.Errorf("backends: hmac key file %s: key is %d bytes, need at least %d", path, len(key), MinHMACKeyLen)
+	}
+	return key, nil
+}
+
+// NewHMACKeyFile creates path (mode 0600; an existing file is an error) holding a new key:
+// 32 random bytes in unpadded base64url, 43 characters, and a newline. It returns the key as
+// ReadHMACKeyFile reads it.
+func NewHMACKeyFile(path string) ([]byte, error) {
+	raw := make([]byte, 32)
+	rand.Read(raw) // never fails (crypto/rand, Go 1.24)
+	key := []byte(base64.RawURLEncoding.EncodeToString(raw))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("backends: hmac key file: %w", err)
+	}
+	_, err = f.Write(append(key, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("backends: hmac key file: %w", err)
+	}
+	return key, nil
 }
 
 // Secret returns DeriveSecret(key, user); only an empty user has no secret.

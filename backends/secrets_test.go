@@ -88,13 +88,89 @@ func TestHMACSource(t *testing.T) {
 		t.Errorf("empty user: err = %v, want ErrUnknownUser", err)
 	}
 
-	writeFile(t, path, key, 0o640)
-	if _, err := NewSecretSource(SecretsConfig{Source: "hmac", HMACKeyFile: path}, nil); err == nil || !strings.Contains(err.Error(), "0640") {
-		t.Errorf("group-readable key: err = %v, want one naming mode 0640", err)
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o620, 0o602, 0o610} {
+		writeFile(t, path, key, mode)
+		if _, err := NewSecretSource(SecretsConfig{Source: "hmac", HMACKeyFile: path}, nil); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%#o", mode)) {
+			t.Errorf("key file mode %#o: err = %v, want one naming the mode", mode, err)
+		}
 	}
-	writeFile(t, path, "short-key\n", 0o400)
-	if _, err := NewSecretSource(SecretsConfig{Source: "hmac", HMACKeyFile: path}, nil); err == nil || !strings.Contains(err.Error(), "at least 16") {
-		t.Errorf("short key: err = %v", err)
+}
+
+// TestHMACKeyFileFormat pins what a key file is: one line of text whose bytes, without the
+// line end, are the key (ReadHMACKeyFile).
+func TestHMACKeyFileFormat(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	path := filepath.Join(t.TempDir(), "key")
+	for _, tc := range []struct{ name, content, want, err string }{
+		{"no line end", key, key, ""},
+		{"LF", key + "\n", key, ""},
+		{"CRLF", key + "\r\n", key, ""},
+		{"base64 is not decoded", "c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5\n", "c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5", ""},
+		{"spaces are part of the key", " " + key + " \n", " " + key + " ", ""},
+		{"UTF-8 text", "schlüssel-für-saslgate-ünd-mehr\n", "schlüssel-für-saslgate-ünd-mehr", ""},
+		{"short", "short-key\n", "", "at least 16"},
+		{"two lines", key + "\n" + key + "\n", "", "not one line of text"},
+		{"NUL byte", key[:10] + "\x00" + key[10:], "", "not one line of text"},
+		{"tab", key[:10] + "\t" + key[10:], "", "not one line of text"},
+		{"DEL", key + "\x7f", "", "not one line of text"},
+		{"invalid UTF-8", key + "\xff\xfe", "", "not one line of text"},
+	} {
+		writeFile(t, path, tc.content, 0o600)
+		got, err := ReadHMACKeyFile(path)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err = %v, want %q", tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s: ReadHMACKeyFile = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+
+	// 256 raw random keys: before the format was fixed, a key ending in CR or LF was read
+	// back shorter than it was written. Binary keys are now refused, whatever their last byte.
+	raw := make([]byte, 32)
+	for last := range 256 {
+		for i := range raw {
+			raw[i] = byte(0x80 + i) // not UTF-8 on its own
+		}
+		raw[31] = byte(last)
+		writeFile(t, path, string(raw), 0o600)
+		if _, err := ReadHMACKeyFile(path); err == nil {
+			t.Fatalf("binary key ending in %#x was accepted", last)
+		}
+	}
+}
+
+// TestNewHMACKeyFile checks that what NewHMACKeyFile returns is exactly what the hmac source
+// reads back, on many fresh keys (a writer and a reader that disagree fail a few in 256).
+func TestNewHMACKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 300 {
+		path := filepath.Join(dir, fmt.Sprintf("key%d", i))
+		key, err := NewHMACKeyFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("key file mode = %v, %v; want 0600", fi.Mode(), err)
+		}
+		if len(key) != 43 {
+			t.Fatalf("key is %d bytes, want 43 (32 random bytes in unpadded base64url)", len(key))
+		}
+		src, err := NewSecretSource(SecretsConfig{Source: "hmac", HMACKeyFile: path}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := src.Secret(context.Background(), "alice")
+		if want := DeriveSecret(key, "alice"); got != want {
+			t.Fatalf("key %d: the source derives %q, the writer's key %q", i, got.Reveal(), want.Reveal())
+		}
+	}
+	if _, err := NewHMACKeyFile(filepath.Join(dir, "key0")); err == nil {
+		t.Error("NewHMACKeyFile overwrote an existing key file")
 	}
 }
 
@@ -132,7 +208,9 @@ func TestSecretsFileParse(t *testing.T) {
 
 func TestSecretsFileMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "secrets")
-	for _, mode := range []os.FileMode{0o644, 0o604, 0o640, 0o660} {
+	// Write-only and execute-only bits count too: a group that can write the file can replace
+	// the secrets (0o620, 0o602, 0o610, 0o601).
+	for _, mode := range []os.FileMode{0o644, 0o604, 0o640, 0o660, 0o620, 0o602, 0o610, 0o601} {
 		writeFile(t, path, "alice:s3cret\n", mode)
 		_, err := NewSecretSource(SecretsConfig{Source: "file", File: path}, nil)
 		if want := fmt.Sprintf("%#o", mode); err == nil || !strings.Contains(err.Error(), want) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -275,10 +274,8 @@ func (e *env) start() error {
 	}
 	e.certPool, e.certFile, e.keyFile, e.bin = pool, certFile, keyFile, bin
 
-	e.hmacKey = make([]byte, 32)
-	_, _ = rand.Read(e.hmacKey)
 	keyFilePath := filepath.Join(e.dir, "hmac.key")
-	if err := os.WriteFile(keyFilePath, e.hmacKey, 0o600); err != nil {
+	if e.hmacKey, err = backends.NewHMACKeyFile(keyFilePath); err != nil {
 		return err
 	}
 

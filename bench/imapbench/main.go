@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -179,10 +178,9 @@ func (w *world) start(ctx context.Context) error {
 	if err := w.writeCert(); err != nil {
 		return err
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
 	w.hmacKeyFile = filepath.Join(w.dir, "hmac.key")
-	if err := os.WriteFile(w.hmacKeyFile, key, 0o600); err != nil {
+	key, err := backends.NewHMACKeyFile(w.hmacKeyFile)
+	if err != nil {
 		return err
 	}
 	mk := func(name string) *mailUser {

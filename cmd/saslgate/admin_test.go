@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"io"
@@ -47,10 +46,9 @@ func adminEnv(t *testing.T) (*fileConfig, *demoissuer.Issuer) {
 	hs.Start()
 	t.Cleanup(hs.Close)
 
-	key := make([]byte, 32)
-	rand.Read(key)
 	keyFile := filepath.Join(t.TempDir(), "hmac.key")
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+	key, err := backends.NewHMACKeyFile(keyFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	mem := imapmemserver.New()

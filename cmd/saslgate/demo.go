@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,10 +72,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// The backend: go-imap's in-memory server, whose passwords are the
 	// HMAC-derived per-user secrets saslgate will present.
-	key := make([]byte, 32)
-	rand.Read(key)
 	keyFile := filepath.Join(dir, "hmac.key")
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+	key, err := backends.NewHMACKeyFile(keyFile)
+	if err != nil {
 		return err
 	}
 	mem := imapmemserver.New()

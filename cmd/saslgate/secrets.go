@@ -14,9 +14,14 @@ import (
 )
 
 const secretsUsage = `usage:
+  saslgate secrets genkey  FILE
   saslgate secrets derive  (--config FILE | --key-file FILE) USER
   saslgate secrets export  (--config FILE | --key-file FILE) --format dovecot-passwd [--scheme SCHEME] [USER...]
 
+genkey creates FILE (mode 0600; never overwritten) holding a new HMAC key for source
+"hmac": 32 random bytes written as one line of base64url text. A key file is one line of
+text whose bytes are the key as they are, not decoded: any text of 16 bytes or more works,
+and a shell's $(cat FILE) is the same key.
 derive prints USER's backend secret: the one saslgate presents to the backend.
 export prints one passdb line per USER (the users are read from standard input, one a
 line, when none are given), hashed so the backend verifies the secret without storing it.
@@ -25,12 +30,20 @@ secrets, which carry 256 random bits). Each proxied login costs the backend one 
 `
 
 func secretsCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "derive" && args[0] != "export") {
+	if len(args) == 0 || (args[0] != "derive" && args[0] != "export" && args[0] != "genkey") {
 		fmt.Fprint(stderr, secretsUsage)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			return flag.ErrHelp
 		}
-		return errors.New("secrets: want the subcommand derive or export")
+		return errors.New("secrets: want the subcommand genkey, derive or export")
+	}
+	if args[0] == "genkey" {
+		if len(args) != 2 || strings.HasPrefix(args[1], "-") {
+			fmt.Fprint(stderr, secretsUsage)
+			return errors.New("secrets genkey: exactly one FILE")
+		}
+		_, err := backends.NewHMACKeyFile(args[1])
+		return err
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("secrets "+sub, flag.ContinueOnError)

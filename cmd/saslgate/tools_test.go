@@ -68,6 +68,27 @@ func TestSecretsOffline(t *testing.T) {
 	if code, _, errs := runCmd(t, "", "secrets", "derive", "--key-file", keyFile, "alice"); code == 0 || !strings.Contains(errs, "chmod 600") {
 		t.Errorf("readable key file: exit %d, %q", code, errs)
 	}
+
+	// genkey writes a key file that derive reads: the printed secret is the HMAC of the
+	// file's one line, as a shell's $(cat FILE) would give it.
+	genFile := filepath.Join(t.TempDir(), "new.key")
+	if code, out, errs := runCmd(t, "", "secrets", "genkey", genFile); code != 0 || out != "" {
+		t.Fatalf("genkey: exit %d, %q %q", code, out, errs)
+	}
+	b, err := os.ReadFile(genFile)
+	if err != nil || len(b) != 44 || b[43] != '\n' {
+		t.Fatalf("genkey wrote %q, %v; want 43 characters and a newline", b, err)
+	}
+	want = backends.DeriveSecret(b[:43], "alice").Reveal()
+	if code, out, errs := runCmd(t, "", "secrets", "derive", "--key-file", genFile, "alice"); code != 0 || out != want+"\n" {
+		t.Errorf("derive with a generated key: exit %d, %q %q; want %q", code, out, errs, want)
+	}
+	if code, _, errs := runCmd(t, "", "secrets", "genkey", genFile); code == 0 || !strings.Contains(errs, "exists") {
+		t.Errorf("genkey over an existing file: exit %d, %q", code, errs)
+	}
+	if code, _, errs := runCmd(t, "", "secrets", "genkey"); code == 0 || !strings.Contains(errs, "exactly one FILE") {
+		t.Errorf("genkey without FILE: exit %d, %q", code, errs)
+	}
 }
 
 func TestToolCommandErrors(t *testing.T) {
