@@ -133,3 +133,78 @@ func TestListenerProxyProtocolValidate(t *testing.T) {
 		}
 	}
 }
+
+// limiterAddr is the i-th of up to 2^24 distinct IPv4 clients, each its own AddrGroup.
+func limiterAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+// When the limiter is full, a new client's failure sweeps out the entries older than the
+// window and keeps the rest: an entry exactly one window old still delays (see Delay), so it
+// stays, one a nanosecond older goes.
+func TestFailureLimiterSweepExpired(t *testing.T) {
+	const window = time.Minute
+	start := time.Unix(1_700_000_000, 0)
+	now := start
+	f := NewFailureLimiter(Limits{AuthFailures: 1, AuthFailureWindow: config.Duration(window)}, func() time.Time { return now })
+
+	// Half the entries fail at start, one a nanosecond later, the rest 30s later.
+	const expired = maxFailureEntries / 2
+	for i := range expired {
+		f.Failed(limiterAddr(i))
+	}
+	now = start.Add(time.Nanosecond)
+	edge := limiterAddr(expired)
+	f.Failed(edge)
+	now = start.Add(30 * time.Second)
+	for i := expired + 1; i < maxFailureEntries; i++ {
+		f.Failed(limiterAddr(i))
+	}
+	if len(f.entries) != maxFailureEntries {
+		t.Fatalf("limiter holds %d entries before the sweep, want it full (%d)", len(f.entries), maxFailureEntries)
+	}
+
+	now = start.Add(window + time.Nanosecond) // the first half is now one nanosecond too old
+	newcomer := limiterAddr(maxFailureEntries)
+	f.Failed(newcomer)
+
+	if want := maxFailureEntries - expired + 1; len(f.entries) != want {
+		t.Errorf("after the sweep the limiter holds %d entries, want %d (live ones and the newcomer)", len(f.entries), want)
+	}
+	for i := range expired {
+		if _, ok := f.entries[AddrGroup(limiterAddr(i))]; ok {
+			t.Fatalf("expired entry %v was kept", limiterAddr(i))
+		}
+	}
+	for i := expired; i < maxFailureEntries; i++ {
+		if e := f.entries[AddrGroup(limiterAddr(i))]; e == nil || e.count != 1 {
+			t.Fatalf("live entry %v = %+v after the sweep, want its one failure", limiterAddr(i), e)
+		}
+	}
+	for _, ip := range []netip.Addr{edge, newcomer, limiterAddr(maxFailureEntries - 1)} {
+		if d := f.Delay(ip); d != DefaultAuthDelay {
+			t.Errorf("Delay(%v) = %v after the sweep, want %v", ip, d, DefaultAuthDelay)
+		}
+	}
+}
+
+// When every entry is live, the sweep evicts arbitrary ones so that the limiter stays within
+// maxFailureEntries and the newcomer is still counted.
+func TestFailureLimiterSweepFull(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := NewFailureLimiter(Limits{AuthFailures: 1}, func() time.Time { return now })
+	for i := range maxFailureEntries {
+		f.Failed(limiterAddr(i))
+	}
+	newcomer := limiterAddr(maxFailureEntries)
+	f.Failed(newcomer)
+	if len(f.entries) != maxFailureEntries {
+		t.Errorf("limiter holds %d entries, want %d: full, not over", len(f.entries), maxFailureEntries)
+	}
+	if e := f.entries[AddrGroup(newcomer)]; e == nil || e.count != 1 {
+		t.Errorf("newcomer's entry = %+v, want its one failure", e)
+	}
+	if d := f.Delay(newcomer); d != DefaultAuthDelay {
+		t.Errorf("Delay(newcomer) = %v, want %v", d, DefaultAuthDelay)
+	}
+}

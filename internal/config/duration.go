@@ -1,5 +1,5 @@
 // Package config holds the small value types shared by the configuration structs of saslgate's
-// packages, and the strict YAML loader that composes them.
+// packages (the strict YAML loader that composes those structs is in cmd/saslgate).
 package config
 
 import (

@@ -58,7 +58,7 @@ func Load(cfg Config, logger *slog.Logger) (*Store, error) {
 
 // FromCertificate returns a Store serving a fixed certificate (demo and tests).
 func FromCertificate(c tls.Certificate) *Store {
-	return &Store{cert: &c, lastCheck: time.Now().Add(1 << 62)}
+	return &Store{cert: &c, lastCheck: time.Now().Add(1 << 62), logger: slog.New(slog.DiscardHandler)}
 }
 
 func (s *Store) reload() error {

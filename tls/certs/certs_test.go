@@ -3,10 +3,13 @@ package certs
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,5 +98,162 @@ func TestReloadRenamedIntoPlace(t *testing.T) {
 	s.lastCheck = time.Time{}
 	if got := s.Certificate().Certificate[0]; !bytes.Equal(got, second) {
 		t.Fatal("a renewal renamed into place with the old modification time is not served")
+	}
+}
+
+// pairConfig writes a new self-signed pair into dir and returns the Config naming it and the
+// certificate's DER.
+func pairConfig(t *testing.T, dir, host string) (Config, []byte) {
+	t.Helper()
+	der := writePair(t, dir, host)
+	return Config{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}, der
+}
+
+// handshake runs a TLS handshake over net.Pipe between a client limited to versions
+// [minVersion, maxVersion] and a server with cfg, and returns the certificate the client was
+// served.
+func handshake(t *testing.T, cfg *tls.Config, minVersion, maxVersion uint16) ([]byte, error) {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := tls.Client(a, &tls.Config{InsecureSkipVerify: true, MinVersion: minVersion, MaxVersion: maxVersion})
+	sc := tls.Server(b, cfg)
+	errc := make(chan error, 1)
+	go func() {
+		err := sc.Handshake()
+		b.Close() // unblock a client still waiting for the server's flight
+		errc <- err
+	}()
+	cerr := cc.Handshake()
+	a.Close()
+	if serr := <-errc; cerr == nil && serr != nil {
+		cerr = serr
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	return cc.ConnectionState().PeerCertificates[0].Raw, nil
+}
+
+// serves fails the test unless s now serves want, both through a TLS 1.3 handshake with its
+// TLSConfig and through GetCertificate.
+func serves(t *testing.T, s *Store, want []byte, step string) {
+	t.Helper()
+	got, err := handshake(t, s.TLSConfig(), tls.VersionTLS13, tls.VersionTLS13)
+	if err != nil {
+		t.Fatalf("%s: handshake: %v", step, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: the handshake served another certificate", step)
+	}
+	c, err := s.TLSConfig().GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || c == nil || !bytes.Equal(c.Certificate[0], want) {
+		t.Fatalf("%s: GetCertificate = %v, %v: another certificate", step, c, err)
+	}
+}
+
+// Reload (SIGHUP) serves the pair its Config names from the next handshake on, whether the
+// files were rewritten in place or the Config names others; a Reload that fails keeps both
+// the certificate and the files watched.
+func TestStoreReload(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	cfg, first := pairConfig(t, dir, "one.example")
+	s, err := Load(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serves(t, s, first, "after Load")
+
+	_, second := pairConfig(t, dir, "two.example")
+	if err := s.Reload(cfg); err != nil {
+		t.Fatalf("Reload of the rewritten files: %v", err)
+	}
+	serves(t, s, second, "after Reload of the rewritten files")
+
+	// The periodic check never looks at other's files: only Reload can switch to them.
+	otherCfg, third := pairConfig(t, other, "three.example")
+	if err := s.Reload(otherCfg); err != nil {
+		t.Fatalf("Reload of other files: %v", err)
+	}
+	serves(t, s, third, "after Reload of other files")
+
+	broken := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(broken, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	mismatchCfg, _ := pairConfig(t, t.TempDir(), "four.example")
+	garbage := write("garbage.pem", []byte("not a certificate"))
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"garbage certificate", Config{CertFile: garbage, KeyFile: otherCfg.KeyFile}, "certs: "},
+		{"garbage key", Config{CertFile: otherCfg.CertFile, KeyFile: garbage}, "certs: "},
+		{"key of another certificate", Config{CertFile: mismatchCfg.CertFile, KeyFile: otherCfg.KeyFile}, "certs: "},
+		{"missing file", Config{CertFile: filepath.Join(broken, "absent.pem"), KeyFile: otherCfg.KeyFile}, "certs: "},
+		{"empty certificate", Config{CertFile: write("empty.pem", nil), KeyFile: otherCfg.KeyFile}, "certs: "},
+		{"no key file named", Config{CertFile: otherCfg.CertFile}, "tls.key_file is required"},
+	} {
+		err := s.Reload(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Reload err = %v, want one containing %q", tc.name, err, tc.want)
+		}
+		serves(t, s, third, "after the failed Reload of "+tc.name)
+	}
+
+	// The store still watches other's files: a renewal there is picked up by the periodic check.
+	_, fifth := pairConfig(t, other, "five.example")
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(otherCfg.CertFile, future, future)
+	os.Chtimes(otherCfg.KeyFile, future, future)
+	s.lastCheck = time.Time{}
+	serves(t, s, fifth, "after renewing the files of the last good Reload")
+}
+
+// TLSConfig serves the store's current certificate through GetCertificate, with TLS 1.2 as
+// the floor (RFC 8314 §4.1, RFC 9325 §3.1.1).
+func TestStoreTLSConfig(t *testing.T) {
+	cfg, der := pairConfig(t, t.TempDir(), "mail.example")
+	loaded, err := Load(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, _, err := SelfSigned("demo.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let crypto/tls's own server default admit TLS 1.0 and 1.1, so that only the config's
+	// MinVersion can refuse them.
+	t.Setenv("GODEBUG", "tls10server=1")
+	for _, tc := range []struct {
+		name string
+		s    *Store
+		der  []byte
+	}{
+		{"Load", loaded, der},
+		{"FromCertificate", FromCertificate(fixed), fixed.Certificate[0]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.s.TLSConfig()
+			if c.MinVersion != tls.VersionTLS12 || c.MaxVersion != 0 || len(c.Certificates) != 0 || c.GetCertificate == nil {
+				t.Errorf("TLSConfig: MinVersion %x, MaxVersion %x, %d Certificates, GetCertificate set %v; want 0x303, 0, 0, true",
+					c.MinVersion, c.MaxVersion, len(c.Certificates), c.GetCertificate != nil)
+			}
+			for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+				got, err := handshake(t, c, v, v)
+				if err != nil || !bytes.Equal(got, tc.der) {
+					t.Errorf("%s client: served another certificate or failed: %v", tls.VersionName(v), err)
+				}
+			}
+			if _, err := handshake(t, c, tls.VersionTLS10, tls.VersionTLS11); err == nil {
+				t.Error("a TLS 1.0/1.1 client completed a handshake")
+			}
+		})
 	}
 }
