@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,8 +158,8 @@ func readLine(tb testing.TB, c net.Conn) {
 }
 
 // TestSpliceVariants checks every variant relays both ways, including the
-// bytes pipelined into the bufio.Readers, after idling long enough to park,
-// and ends the session when the client leaves.
+// bytes pipelined into the bufio.Readers, the parked one after both its
+// directions parked, and ends the session when the client leaves.
 func TestSpliceVariants(t *testing.T) {
 	r := newRig(t)
 	for _, v := range variants {
@@ -173,13 +174,17 @@ func TestSpliceVariants(t *testing.T) {
 			if _, err := s.bbr.Peek(1); err != nil {
 				t.Fatal(err)
 			}
+			parks := parkCount()
 			s.splice(v)
 			readLine(t, s.peer)
 			readLine(t, s.client)
-			parks := parkCount()
-			time.Sleep(parkAfter + 100*time.Millisecond)
-			if v.name == "parked" && parkCount()-parks != 2 {
-				t.Errorf("%d directions parked while idle, want 2", parkCount()-parks)
+			if v.name == "parked" {
+				// Quiet for parkAfter, each direction parks once; the
+				// other variants have no idle state to wait for.
+				waitFor(t, "both directions to park", func() bool { return parkedAll(t, s) })
+				if n := parkCount() - parks; n != 2 {
+					t.Errorf("%d parks for a session whose 2 directions are parked, want 2", n)
+				}
 			}
 			for range 3 {
 				s.roundTrip(t)
@@ -202,6 +207,49 @@ func TestSpliceVariants(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// parkedAll reports whether both directions of every one of sessions wait in
+// the parker: the sockets under the gateway's client and backend connections.
+func parkedAll(tb testing.TB, sessions ...*session) bool {
+	p, err := sharedParker()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range sessions {
+		for _, c := range []net.Conn{s.gw.NetConn(), s.bconn} {
+			if _, ok := p.parked[int32(fdOf(tb, c))]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func fdOf(tb testing.TB, c net.Conn) int {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		tb.Fatal(err)
+	}
+	return fd
 }
 
 func parkCount() int64 {
@@ -282,8 +330,8 @@ func BenchmarkSpliceRoundTrip(b *testing.B) {
 
 // BenchmarkSpliceIdle reports what an idle spliced session costs beyond its
 // connections: heap and goroutine stacks per session, after GC, with n
-// sessions that each carried one command and have been quiet since (longer
-// than parkAfter). Run it with -benchtime 1x.
+// sessions that each carried one command and have been quiet since (for the
+// parked variant, until every direction parked). Run it with -benchtime 1x.
 func BenchmarkSpliceIdle(b *testing.B) {
 	const n = 2000
 	r := newRig(b)
@@ -313,7 +361,9 @@ func idleCost(b *testing.B, r *rig, v variant, n int) (heap, stack, goroutines f
 	for _, s := range sessions {
 		s.roundTrip(b)
 	}
-	time.Sleep(parkAfter + 500*time.Millisecond)
+	if v.name == "parked" {
+		waitFor(b, "every direction to park", func() bool { return parkedAll(b, sessions...) })
+	}
 	m1, g1 := memNow()
 	if *idleHeap != "" {
 		f, err := os.Create(*idleHeap + "-" + v.name + ".pprof")

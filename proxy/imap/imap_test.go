@@ -562,3 +562,43 @@ func TestAuthLimiterReports(t *testing.T) {
 		t.Errorf("failed %v, succeeded %v, delays asked %d; want one failure and one success from %v, 2 delays", rl.failed, rl.succeeded, rl.delays, loop)
 	}
 }
+
+// fixedDelay is a proxy.AuthLimiter that asks every authentication to wait as long as itself.
+type fixedDelay time.Duration
+
+func (fixedDelay) Failed(netip.Addr)                {}
+func (fixedDelay) Succeeded(netip.Addr)             {}
+func (d fixedDelay) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+
+// The limiter's delay is served, not just asked for: the tagged NO comes no sooner than
+// the delay after the client's last line. The delay runs when the command arrives, before
+// any challenge, so the AUTHENTICATE rows send their reply to the error challenge along
+// with the command.
+func TestAuthDelayHoldsAnswer(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	e := newEnv(t, func(s *Server) {
+		s.AuthLimiter = fixedDelay(delay)
+		s.Config.AllowTokenAsLoginPassword = true
+	})
+	for _, tc := range []struct {
+		name    string
+		lines   string   // sent in one write
+		replies []string // prefixes, the last one timed
+	}{
+		{"LOGIN", `a LOGIN alice "not-a-token"`, []string{"a NO [AUTHENTICATIONFAILED]"}},
+		{"OAUTHBEARER", "a AUTHENTICATE OAUTHBEARER " + oauthbearer("", "not-a-token") + "\r\nAQ==", []string{"+ ", "a NO [AUTHENTICATIONFAILED]"}},
+		{"XOAUTH2", "a AUTHENTICATE XOAUTH2 " + xoauth2("alice", "not-a-token") + "\r\n", []string{"+ ", "a NO [AUTHENTICATIONFAILED]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial(t, true)
+			sent := time.Now() // before the write: the server cannot start waiting earlier
+			c.send(tc.lines)
+			for _, r := range tc.replies {
+				c.expect(r)
+			}
+			if d := time.Since(sent); d < delay || d > 5*time.Second {
+				t.Errorf("tagged NO %v after the client's last line, want between %v and 5s", d, delay)
+			}
+		})
+	}
+}

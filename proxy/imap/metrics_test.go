@@ -50,8 +50,12 @@ func TestMetrics(t *testing.T) {
 	ok := e.dial(t, true)
 	ok.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
 	ok.expect("a OK ")
-	ok.send("b SELECT INBOX")
-	for !strings.HasPrefix(ok.expect(""), "b OK") {
+	// Bytes relayed after the login: what the client sends and reads from here on.
+	up, down := 0, 0
+	send := func(line string) { ok.send(line); up += len(line) + 2 }
+	expect := func(prefix string) string { line := ok.expect(prefix); down += len(line) + 2; return line }
+	send("b SELECT INBOX")
+	for !strings.HasPrefix(expect(""), "b OK") {
 	}
 
 	// Both places taken: the third connection from 127.0.0.1 is refused inside TLS.
@@ -87,16 +91,16 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	ok.send("c LOGOUT")
-	ok.expect("* BYE")
-	ok.expect("c OK")
+	send("c LOGOUT")
+	expect("* BYE")
+	expect("c OK")
 	ok.nc.Close() // rather than wait out halfCloseGrace
 	failed.send("z LOGOUT")
 	failed.expect("* BYE")
 	waitValue(t, m, 0, metrics.NameSessionsActive, lbl()...)
-	for _, dir := range []string{"up", "down"} {
-		if got := metricstest.Value(t, reg, metrics.NameRelayedBytes, lbl("direction", dir)...); got <= 0 {
-			t.Errorf("%s bytes relayed = %v, want > 0", dir, got)
+	for dir, want := range map[string]int{"up": up, "down": down} {
+		if got := metricstest.Value(t, reg, metrics.NameRelayedBytes, lbl("direction", dir)...); got != float64(want) {
+			t.Errorf("%s bytes relayed = %v, want %d", dir, got, want)
 		}
 	}
 }

@@ -19,13 +19,31 @@ const spliceBufSize = 16 << 10
 // IDLE, and a buffer held by each waiting direction was half of what an idle
 // session cost (issue #8, bench/README.md).
 var spliceBufs = sync.Pool{New: func() any {
-	spliceBufsMade.Add(1)
 	b := make([]byte, spliceBufSize)
 	return &b
 }}
 
-// spliceBufsMade counts the buffers spliceBufs had to make (tests).
-var spliceBufsMade atomic.Int64
+// spliceBufsCount, when the tests set it, counts the buffers taken from
+// spliceBufs and those not yet put back: what an idle direction holds. Nil
+// otherwise, so that reads share no counter across cores.
+var spliceBufsCount *bufCount
+
+type bufCount struct{ taken, out atomic.Int64 }
+
+func getSpliceBuf() *[]byte {
+	if c := spliceBufsCount; c != nil {
+		c.taken.Add(1)
+		c.out.Add(1)
+	}
+	return spliceBufs.Get().(*[]byte)
+}
+
+func putSpliceBuf(bp *[]byte) {
+	if c := spliceBufsCount; c != nil {
+		c.out.Add(-1)
+	}
+	spliceBufs.Put(bp)
+}
 
 // halfCloseGrace is how long the second direction may run after the first
 // ended (a client's LOGOUT answer, a backend's last BYE) before both close.
@@ -180,7 +198,7 @@ func (h *half) run() {
 			}
 		}
 		if bp != nil {
-			spliceBufs.Put(bp)
+			putSpliceBuf(bp)
 		}
 		if err == nil {
 			continue
@@ -280,7 +298,7 @@ func (r *tlsReader) read(deadline time.Time) (*[]byte, int, error) {
 		}
 		return nil, 0, err
 	}
-	bp := spliceBufs.Get().(*[]byte)
+	bp := getSpliceBuf()
 	b := *bp
 	b[0] = r.one[0]
 	if err != nil {
@@ -306,7 +324,7 @@ func (r *tlsReader) read(deadline time.Time) (*[]byte, int, error) {
 type blockingReader struct{ c net.Conn }
 
 func (r blockingReader) read(time.Time) (*[]byte, int, error) {
-	bp := spliceBufs.Get().(*[]byte)
+	bp := getSpliceBuf()
 	n, err := r.c.Read(*bp)
 	return bp, n, err
 }

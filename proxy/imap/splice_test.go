@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -301,25 +302,43 @@ func TestSpliceTLSBufferedRecord(t *testing.T) {
 	backend.Close()
 }
 
-// Idle sessions hold no splice buffer: the pool makes a handful for sessions
-// that talk one at a time, not one per waiting direction.
-func TestSpliceIdleHoldsNoBuffer(t *testing.T) {
-	const sessions = 64
-	// Empty the pool (its contents survive one GC as victims), so that every
-	// buffer a waiting direction holds is a buffer made.
-	runtime.GC()
-	runtime.GC()
-	before := spliceBufsMade.Load()
+func init() {
+	// Set before any splice runs: getSpliceBuf and putSpliceBuf read it unguarded.
+	spliceBufsCount = new(bufCount)
+}
 
-	var wg sync.WaitGroup
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// noPark keeps idle directions on their goroutines for one test.
+func noPark(t *testing.T) {
+	old := parkAfter
+	parkAfter = time.Hour
+	t.Cleanup(func() { parkAfter = old })
+}
+
+// Idle sessions hold no splice buffer: once both directions of every session
+// are back to waiting for data, no buffer is out of the pool.
+func TestSpliceIdleHoldsNoBuffer(t *testing.T) {
+	// A parked direction holds nothing by construction, and parking would end
+	// the wait that this test is about.
+	noPark(t)
+	const sessions = 64
+	taken := spliceBufsCount.taken.Load()
 	for range sessions {
 		client, gwc := connect(t, sideTLS, true)
 		backend, gwb := connect(t, sideTCP, false)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			splice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb))
-		}()
+		s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
+		t.Cleanup(s.abort)
 		// One exchange each way, then both directions wait.
 		line := []byte("x NOOP\r\n")
 		for _, p := range [][2]net.Conn{{client, backend}, {backend, client}} {
@@ -330,34 +349,70 @@ func TestSpliceIdleHoldsNoBuffer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		t.Cleanup(func() { client.Close(); backend.Close() })
 	}
-	// Let every direction go back to waiting.
-	time.Sleep(50 * time.Millisecond)
-	made := spliceBufsMade.Load() - before
-	t.Logf("%d sessions, %d buffers made", sessions, made)
-	// Holding a buffer per waiting direction makes at least 2*sessions.
-	limit := int64(sessions / 2)
-	if raceEnabled {
-		limit = 2*sessions - 1
+	// The buffers counted are those of getSpliceBuf: the exchanges went through it.
+	if n := spliceBufsCount.taken.Load() - taken; n < 2*sessions {
+		t.Fatalf("%d sessions took %d splice buffers, want at least one per direction", sessions, n)
 	}
-	if made > limit {
-		t.Errorf("%d idle sessions made %d splice buffers; a waiting direction holds one", sessions, made)
-	}
+	// A direction that held a buffer while it waits would keep this above zero
+	// for as long as its session is idle (an hour here).
+	var out int64
+	defer func() {
+		if t.Failed() {
+			t.Logf("%d splice buffers out of the pool for %d idle sessions", out, sessions)
+		}
+	}()
+	waitFor(t, "no splice buffer out of the pool", func() bool {
+		out = spliceBufsCount.out.Load()
+		return out == 0
+	})
 }
 
-// Closing both connections (Abort) ends a splice whose directions are waiting.
+// waitingReader is a half's reader, marked so that stacks show which goroutines
+// wait in it (blockedIn).
+type waitingReader struct{ waitReader }
+
+func (r *waitingReader) read(deadline time.Time) (*[]byte, int, error) {
+	return r.waitReader.read(deadline)
+}
+
+// blockedIn counts the goroutines blocked on the network with fn on their stack.
+func blockedIn(fn string) int {
+	buf := make([]byte, 1<<16)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[IO wait") && strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+// Closing both connections ends a splice whose directions are blocked waiting for data.
 func TestSpliceAbort(t *testing.T) {
 	for _, cs := range []side{sideTCP, sideTLS} {
 		t.Run(string(cs), func(t *testing.T) {
 			_, gwc := connect(t, cs, true)
 			_, gwb := connect(t, sideTCP, false)
 			done := make(chan struct{})
-			go func() {
-				splice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb))
-				close(done)
-			}()
-			time.Sleep(20 * time.Millisecond)
+			// startSplice, with readers that mark the halves' goroutines.
+			s := &spliced{client: gwc, backend: gwb, running: 2, parkAfter: parkAfter, end: func(int64, int64) { close(done) }}
+			s.up = newHalf(s, gwb, gwc, nil)
+			s.down = newHalf(s, gwc, gwb, nil)
+			for _, h := range []*half{s.up, s.down} {
+				h.r = &waitingReader{h.r}
+				go h.run()
+			}
+			waitFor(t, "both directions to block in their reads", func() bool { return blockedIn("(*waitingReader).read") == 2 })
 			gwc.Close()
 			gwb.Close()
 			select {

@@ -34,7 +34,7 @@ func newFDReader(c syscall.Conn, dl interface{ SetReadDeadline(time.Time) error 
 }
 
 func (r *fdReader) tryRead(fd uintptr) bool {
-	r.bp = spliceBufs.Get().(*[]byte)
+	r.bp = getSpliceBuf()
 	for {
 		r.n, r.err = syscall.Read(int(fd), *r.bp)
 		if r.err != syscall.EINTR {
@@ -42,7 +42,7 @@ func (r *fdReader) tryRead(fd uintptr) bool {
 		}
 	}
 	if r.err == syscall.EAGAIN {
-		spliceBufs.Put(r.bp)
+		putSpliceBuf(r.bp)
 		r.bp = nil
 		return false
 	}

@@ -1,5 +1,0 @@
-//go:build !race
-
-package imap
-
-const raceEnabled = false
