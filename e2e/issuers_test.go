@@ -271,6 +271,7 @@ type gateSpec struct {
 	backend string   // IMAP backend address; default the run's Dovecot
 	issuers []string // entries of tokens.issuers (jwtIssuer, introspectionIssuer)
 	cache   string   // tokens.cache, flow style; default {ttl: 1m}
+	limits  string   // limits, flow style; default no failure delay and 1000 connections per IP
 }
 
 func jwtIssuer(iss string) string {
@@ -311,6 +312,9 @@ func (e *env) startTestGate(t *testing.T, s gateSpec) *gate {
 	if s.backend == "" {
 		s.backend = e.dovecot.addr
 	}
+	if s.limits == "" {
+		s.limits = "{skip_auth_delay: true, max_connections_per_ip: 1000}"
+	}
 	if s.cache == "" {
 		s.cache = "{ttl: 1m}"
 	}
@@ -343,12 +347,12 @@ imap:
   preauth_timeout: 30s
   error_reply_timeout: 1s
 secrets: {source: hmac, hmac_key_file: %[7]q}
-limits: {skip_auth_delay: true, max_connections_per_ip: 1000}
+limits: %[10]s
 tokens:
   issuers:
 %[8]s  cache: %[9]s
 `, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, s.backend,
-		filepath.Join(e.dir, "hmac.key"), strings.Join(s.issuers, ""), s.cache)
+		filepath.Join(e.dir, "hmac.key"), strings.Join(s.issuers, ""), s.cache, s.limits)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

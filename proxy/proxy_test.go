@@ -89,3 +89,52 @@ func TestListenerValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizeAuthzIDNearMisses pins the authorization identity check: the a= / user= name
+// must be the token's user (case-insensitively), never a name that merely starts, ends or
+// folds alike. Wire forms go through the real OAUTHBEARER parser, so =2C / =3D escapes are
+// compared decoded.
+func TestAuthorizeAuthzIDNearMisses(t *testing.T) {
+	users := map[string]string{"t-alice": "alice@example.com", "t-comma": "a,b=c@example.com", "t-kelly": "kelly@example.com"}
+	v := validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
+		return introspect.Identity{User: users[r.Token]}, nil
+	})
+	cases := []struct {
+		token, gs2 string // gs2: the client's GS2 header as sent on the wire
+		ok         bool
+	}{
+		{"t-alice", "n,a=alice@example.com,", true},
+		{"t-alice", "n,a=ALICE@Example.COM,", true},
+		{"t-alice", "n,,", true},                          // no authzid: the token's user
+		{"t-alice", "n,a=alice@example.co,", false},       // prefix of the user
+		{"t-alice", "n,a=alice@example.com.evil,", false}, // the user is its prefix
+		{"t-alice", "n,a=alice,", false},                  // local part only
+		{"t-alice", "n,a=malice@example.com,", false},     // the user is its suffix
+		{"t-alice", "n,a=lice@example.com,", false},       // suffix of the user
+		{"t-alice", "n,a=alice@example.com ,", false},     // trailing space
+		{"t-alice", "n,a=al\u0131ce@example.com,", false}, // dotless ı does not fold to i
+		{"t-alice", "n,a=al\u0130ce@example.com,", false}, // nor does dotted İ
+		{"t-alice", "n,a=alice=2C@example.com,", false},   // decodes to "alice,@example.com"
+		{"t-comma", "n,a=a=2Cb=3Dc@example.com,", true},   // decodes to the user
+		{"t-comma", "n,a=A=2CB=3DC@EXAMPLE.COM,", true},
+		{"t-comma", "n,a=a=2Cb@example.com,", false},
+		{"t-comma", "n,a=a=2Cb=3D@example.com,", false},
+		{"t-kelly", "n,a=\u212Aelly@example.com,", true}, // KELVIN SIGN folds to k, as the username normalisation lowercases it
+		{"t-kelly", "n,a=kelly@example.com\u212A,", false},
+	}
+	for _, tc := range cases {
+		msg := []byte(tc.gs2 + "\x01auth=Bearer " + tc.token + "\x01\x01")
+		creds, err := sasl.ParseOAuthBearer(msg)
+		if err != nil {
+			t.Fatalf("%q: %v", msg, err)
+		}
+		id, err := Authorize(context.Background(), v, ListenerConfig{Name: "imaps"}, Conn{}, "imap", creds)
+		var f *sasl.Failure
+		switch {
+		case tc.ok && (err != nil || id.User != users[tc.token]):
+			t.Errorf("token user %q, %s: got %+v, %v; want success", users[tc.token], tc.gs2, id, err)
+		case !tc.ok && (!errors.As(err, &f) || f.Status != "invalid_token"):
+			t.Errorf("token user %q, %s: got %v; want invalid_token", users[tc.token], tc.gs2, err)
+		}
+	}
+}
