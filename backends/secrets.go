@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/saslgate/saslgate/internal/secretfile"
 )
 
 // ErrUnknownUser is wrapped by SecretSource.Secret when it has no secret for the user.
@@ -102,33 +103,12 @@ func DeriveSecret(key []byte, user string) Secret {
 	return Secret(base64.RawURLEncoding.EncodeToString(m.Sum(nil)))
 }
 
-// readPrivateFile reads a file after checking, on the open descriptor, that group and others
-// have no access to it.
+// readPrivateFile reads a secret file under secretfile's rule (no access for group or others,
+// but for root's files a service user reads through its group).
 func readPrivateFile(path, what string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
+	b, fi, err := secretfile.Read(path, maxSecretsFileSize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backends: %s: %w", what, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("backends: %s: %w", what, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("backends: %s %s is not a regular file", what, path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, nil, fmt.Errorf("backends: %s %s has mode %#o; it must not be accessible by group or others (chmod 600)", what, path, perm)
-	}
-	if fi.Size() > maxSecretsFileSize {
-		return nil, nil, fmt.Errorf("backends: %s %s is larger than %d bytes", what, path, maxSecretsFileSize)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretsFileSize+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("backends: %s: %w", what, err)
-	}
-	if len(b) > maxSecretsFileSize {
-		return nil, nil, fmt.Errorf("backends: %s %s is larger than %d bytes", what, path, maxSecretsFileSize)
 	}
 	return b, fi, nil
 }

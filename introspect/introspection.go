@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/saslgate/saslgate/internal/secretfile"
 )
 
 // introspect asks the issuer's RFC 7662 endpoint about r.Token. known reports that the endpoint
@@ -60,9 +60,12 @@ func (is *issuer) introspect(ctx context.Context, now time.Time, r Request) (id 
 	case !isJSONTrue(active):
 		return Identity{}, false, temporary(`introspection response "active" is not a boolean`, nil)
 	}
+	// Malformed claims in an answer that says the token is active are a verdict on the token,
+	// like a mismatched "aud": only a malformed answer (not a JSON object, "active" missing or
+	// not a boolean) is the provider's fault and temporary.
 	var c claims
-	if json.Unmarshal(resp.body, &c) != nil {
-		return Identity{}, true, invalid("malformed claims")
+	if err := json.Unmarshal(resp.body, &c); err != nil {
+		return Identity{}, true, malformedClaims(err)
 	}
 	// A refresh token or a DPoP token must not pass for a bearer access token.
 	if raw, ok := all["token_type"]; ok {
@@ -87,30 +90,12 @@ func (clientSecret) String() string { return "[redacted]" }
 // LogValue returns "[redacted]".
 func (clientSecret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
-// readClientSecret reads a secret file after checking, on the open descriptor, that group and
-// others have no access to it (the rule backends applies to its secrets).
+// readClientSecret reads a secret file under secretfile's rule, the one every secret file of
+// saslgate follows.
 func readClientSecret(path string) (clientSecret, error) {
-	f, err := os.Open(path)
+	b, _, err := secretfile.Read(path, maxSecretFileSize)
 	if err != nil {
 		return "", err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%s has mode %#o; it must not be accessible by group or others (chmod 600)", path, perm)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxSecretFileSize {
-		return "", fmt.Errorf("%s is larger than %d bytes", path, maxSecretFileSize)
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {

@@ -145,7 +145,7 @@ func TestIntrospection(t *testing.T) {
 				idp.setHandle(func(w http.ResponseWriter, r *http.Request) bool { return r.URL.Path == "/introspect" && h(w, r) })
 				defer idp.setHandle(nil)
 			}
-			cfg := Config{Issuers: []IssuerConfig{ic}, Cache: CacheConfig{Disabled: true}}
+			cfg := Config{Issuers: []IssuerConfig{ic}, Cache: CacheConfig{Disabled: true}, Protocols: testProtocols}
 			v, _ := newValidator(t, clk, cfg, WithHTTPClient(idp.srv.Client()))
 			resp := idp.active(now)
 			if tt.resp != nil {

@@ -41,8 +41,11 @@ func (is *issuer) validateJWT(ctx context.Context, now time.Time, jws *jose.JSON
 
 	var c claims
 	var all map[string]json.RawMessage
-	if tok.Claims(&c) != nil || tok.Claims(&all) != nil {
-		return Identity{}, invalid("malformed claims")
+	if err := tok.Claims(&c); err != nil {
+		return Identity{}, malformedClaims(err)
+	}
+	if err := tok.Claims(&all); err != nil {
+		return Identity{}, malformedClaims(err)
 	}
 	// RFC 9068 §2.2 required claims (iss, exp and aud are checked by the verifier and accept).
 	if is.cfg.RequireATJWT && (c.Subject == "" || c.ClientID == "" || c.IssuedAt == nil || c.JTI == "") {

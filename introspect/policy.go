@@ -2,8 +2,10 @@ package introspect
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -14,9 +16,9 @@ type claims struct {
 	Issuer    string       `json:"iss"`
 	Subject   string       `json:"sub"`
 	Audience  audience     `json:"aud"`
-	Expiry    *json.Number `json:"exp"`
-	NotBefore *json.Number `json:"nbf"`
-	IssuedAt  *json.Number `json:"iat"`
+	Expiry    *numericDate `json:"exp"`
+	NotBefore *numericDate `json:"nbf"`
+	IssuedAt  *numericDate `json:"iat"`
 	JTI       string       `json:"jti"`
 	ClientID  string       `json:"client_id"`
 	AZP       string       `json:"azp"`
@@ -26,6 +28,36 @@ type claims struct {
 		X5tS256 string `json:"x5t#S256"` // RFC 8705 §3.1
 		JKT     string `json:"jkt"`      // RFC 9449 §6.1
 	} `json:"cnf"`
+}
+
+// numericDate is "exp", "nbf" or "iat": a NumericDate, seconds since the epoch as a JSON
+// number, integer or not (RFC 7519 §2; RFC 7662 §2.2 uses the same claims). A json.Number, and
+// go-oidc's own time type, would also take a string holding a number ("exp": "1700000000"):
+// that is not a NumericDate, and neither is a boolean, object or array, so any of them makes the
+// claims malformed. null leaves the *numericDate nil, as if the claim were absent.
+type numericDate float64
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	// encoding/json hands over one well-formed value, and only a number starts with '-' or a digit.
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return errors.New("introspect: exp, nbf or iat is not a JSON number (RFC 7519 §2 NumericDate)")
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil { // beyond float64's range
+		return fmt.Errorf("introspect: exp, nbf or iat: %w", err)
+	}
+	*d = numericDate(f)
+	return nil
+}
+
+// malformedClaims is the failure for claims that do not decode into claims; err says why.
+func malformedClaims(err error) *Error {
+	e := invalid("malformed claims")
+	e.cause = err
+	return e
 }
 
 // audience is "aud": one string or an array of strings (RFC 7519 §4.1.3).
@@ -75,20 +107,14 @@ func (is *issuer) accept(now time.Time, c *claims, all map[string]json.RawMessag
 	leeway := is.cfg.Leeway.D()
 	var expiry time.Time
 	if c.Expiry != nil {
-		exp, err := c.Expiry.Float64()
-		if err != nil {
-			return Identity{}, invalid("malformed exp")
-		}
+		exp := float64(*c.Expiry)
 		if float64(now.Add(-leeway).Unix()) > exp {
 			return Identity{}, invalid("token expired")
 		}
 		expiry = time.Unix(int64(min(exp, maxUnixTime)), 0)
 	}
 	if c.NotBefore != nil {
-		nbf, err := c.NotBefore.Float64()
-		if err != nil {
-			return Identity{}, invalid("malformed nbf")
-		}
+		nbf := float64(*c.NotBefore)
 		// Compared as floats: converting an absurd nbf to int64 could wrap into the past.
 		if float64(now.Add(leeway).Unix()) < nbf {
 			return Identity{}, invalid("token not yet valid")

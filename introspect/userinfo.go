@@ -41,8 +41,8 @@ func (is *issuer) userinfo(ctx context.Context, now time.Time, r Request) (id Id
 		return Identity{}, false, e
 	}
 	var c claims
-	if json.Unmarshal(resp.body, &c) != nil {
-		return Identity{}, true, invalid("malformed claims")
+	if err := json.Unmarshal(resp.body, &c); err != nil {
+		return Identity{}, true, malformedClaims(err)
 	}
 	id, e = is.accept(now, &c, all, r)
 	return id, true, e

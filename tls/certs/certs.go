@@ -4,16 +4,22 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/saslgate/saslgate/internal/secretfile"
 )
 
 // Config names the PEM files of a certificate chain and its private key.
 type Config struct {
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile must not be accessible by group or others (mode 0600 or 0400), the rule for every
+	// secret file saslgate reads; a key file with a wider mode is refused at Load and at every
+	// reload.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Validate reports missing fields.
@@ -73,7 +79,15 @@ func (s *Store) reload() error {
 	if s.cert != nil && unchanged(s.certStat, cst) && unchanged(s.keyStat, kst) {
 		return nil
 	}
-	c, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	certPEM, cst, err := readFile(s.cfg.CertFile, false)
+	if err != nil {
+		return err
+	}
+	keyPEM, kst, err := readFile(s.cfg.KeyFile, true)
+	if err != nil {
+		return err
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
@@ -81,12 +95,46 @@ func (s *Store) reload() error {
 	return nil
 }
 
+// readFile reads a PEM file and returns it with the FileInfo of the descriptor it was read
+// from. The key file is a secret file: it is read under secretfile's rule, like every other
+// secret of saslgate.
+func readFile(path string, private bool) ([]byte, os.FileInfo, error) {
+	if private {
+		b, fi, err := secretfile.Read(path, maxPEMSize)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certs: key file %w", err)
+		}
+		return b, fi, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	if len(b) > maxPEMSize {
+		return nil, nil, fmt.Errorf("certs: %s is larger than %d bytes", path, maxPEMSize)
+	}
+	return b, fi, nil
+}
+
+// maxPEMSize bounds what is read of a certificate chain or key file.
+const maxPEMSize = 1 << 20
+
 // unchanged reports whether a file is still the one last loaded: same file (a rename into
-// place, as certbot and cert-manager's symlink swap do, makes a new one), modification time
-// and size. Modification time alone misses a replacement written within the file system's
-// timestamp granularity of the old file.
+// place, as certbot and cert-manager's symlink swap do, makes a new one), modification time,
+// size and mode. Modification time alone misses a replacement written within the file
+// system's timestamp granularity of the old file, and a chmod, which must be checked again.
 func unchanged(old, now os.FileInfo) bool {
-	return old != nil && os.SameFile(old, now) && old.ModTime().Equal(now.ModTime()) && old.Size() == now.Size()
+	return old != nil && os.SameFile(old, now) && old.ModTime().Equal(now.ModTime()) &&
+		old.Size() == now.Size() && old.Mode() == now.Mode()
 }
 
 // Reload reads cfg's certificate and key now, whether or not the files changed (SIGHUP), and

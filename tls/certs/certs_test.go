@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -188,6 +190,12 @@ func TestStoreReload(t *testing.T) {
 	}
 	mismatchCfg, _ := pairConfig(t, t.TempDir(), "four.example")
 	garbage := write("garbage.pem", []byte("not a certificate"))
+	otherKey, err := os.ReadFile(otherCfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposedKey := write("exposed-key.pem", otherKey)
+	chmod(t, exposedKey, 0o644)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -199,6 +207,7 @@ func TestStoreReload(t *testing.T) {
 		{"missing file", Config{CertFile: filepath.Join(broken, "absent.pem"), KeyFile: otherCfg.KeyFile}, "certs: "},
 		{"empty certificate", Config{CertFile: write("empty.pem", nil), KeyFile: otherCfg.KeyFile}, "certs: "},
 		{"no key file named", Config{CertFile: otherCfg.CertFile}, "tls.key_file is required"},
+		{"key file others can read", Config{CertFile: otherCfg.CertFile, KeyFile: exposedKey}, "has mode 0644; it must not be accessible by group or others (chmod 600"},
 	} {
 		err := s.Reload(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -256,4 +265,106 @@ func TestStoreTLSConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The private key file is refused, like every other secret file saslgate reads, when group or
+// others have any permission on it; its owner's bits and the certificate file's mode do not
+// matter. The mode checked is the key's, not that of a symlink to it (cert-manager's and
+// Kubernetes' Secret volume layout: key.pem -> ..data/key.pem, the link itself 0777).
+func TestLoadKeyFileMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode   os.FileMode
+		link   bool // the configured key file is a symlink to the key
+		refuse bool
+	}{
+		{mode: 0o600},
+		{mode: 0o400},
+		{mode: 0o700},
+		{mode: 0o600, link: true},
+		{mode: 0o640, refuse: true},
+		{mode: 0o620, refuse: true},
+		{mode: 0o610, refuse: true},
+		{mode: 0o604, refuse: true},
+		{mode: 0o602, refuse: true},
+		{mode: 0o601, refuse: true},
+		{mode: 0o444, refuse: true},
+		{mode: 0o644, link: true, refuse: true},
+	} {
+		name := fmt.Sprintf("%#o", tc.mode)
+		if tc.link {
+			name += " behind a symlink"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, der := pairConfig(t, dir, "mail.example")
+			chmod(t, cfg.CertFile, 0o666) // public: never checked
+			chmod(t, cfg.KeyFile, tc.mode)
+			if tc.link {
+				data := filepath.Join(dir, "..data")
+				if err := os.Mkdir(data, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(cfg.KeyFile, filepath.Join(data, "key.pem")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(filepath.Join("..data", "key.pem"), cfg.KeyFile); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := Load(cfg, nil)
+			if !tc.refuse {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				serves(t, s, der, "after Load")
+				return
+			}
+			want := fmt.Sprintf("certs: key file %s has mode %#o; it must not be accessible by group or others (chmod 600", cfg.KeyFile, tc.mode)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("Load err = %v, want %q", err, want)
+			}
+		})
+	}
+}
+
+// The periodic check applies the key file mode rule to every change, a chmod alone included:
+// an exposed key is logged and the running certificate kept, and the renewal is served once
+// the key is private again.
+func TestReloadKeyFileMode(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	cfg, first := pairConfig(t, dir, "one.example")
+	s, err := Load(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(want []byte, step, logged string) {
+		t.Helper()
+		logs.Reset()
+		s.lastCheck = time.Time{}
+		serves(t, s, want, step)
+		if logged == "" && logs.Len() != 0 || !strings.Contains(logs.String(), logged) {
+			t.Errorf("%s: log %q, want one with %q", step, logs.String(), logged)
+		}
+	}
+	refused := fmt.Sprintf("has mode %#o; it must not be accessible by group or others (chmod 600", os.FileMode(0o640))
+
+	chmod(t, cfg.KeyFile, 0o640)
+	check(first, "after chmod 640 of the key", refused)
+
+	_, second := pairConfig(t, dir, "two.example") // rewrites key.pem in place: still 0640
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(cfg.CertFile, future, future)
+	os.Chtimes(cfg.KeyFile, future, future)
+	check(first, "after a renewal whose key is 0640", refused)
+
+	chmod(t, cfg.KeyFile, 0o600)
+	check(second, "after chmod 600 of the renewed key", "")
 }
