@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saslgate/saslgate/proxy/relay"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -44,6 +45,13 @@ var variants = []variant{
 	{"nohold", blocking(spliceNoHold)},
 	{"nohold64k", blocking(spliceNoHold64)},
 	{"parked", spliceParked},
+	{"relay", spliceRelay},
+}
+
+// spliceRelay is proxy/relay itself, as proxy/imap starts it but without a
+// Framer (BenchmarkGateway* measures it with IMAP's).
+func spliceRelay(c net.Conn, cbr *bufio.Reader, b net.Conn, bbr *bufio.Reader, end func(int64, int64)) {
+	relay.Start(c, cbr, b, bbr, nil, end)
 }
 
 // rig makes sessions in the state loggedIn leaves them: a TLS client whose
@@ -361,8 +369,13 @@ func idleCost(b *testing.B, r *rig, v variant, n int) (heap, stack, goroutines f
 	for _, s := range sessions {
 		s.roundTrip(b)
 	}
-	if v.name == "parked" {
+	switch v.name {
+	case "parked":
 		waitFor(b, "every direction to park", func() bool { return parkedAll(b, sessions...) })
+	case "relay":
+		// proxy/relay parks after 5 s and keeps its count to itself; its
+		// sessions then have no goroutine left (its poller has one).
+		waitFor(b, "every direction to park", func() bool { return runtime.NumGoroutine() <= g0+1 })
 	}
 	m1, g1 := memNow()
 	if *idleHeap != "" {

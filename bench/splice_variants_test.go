@@ -23,6 +23,7 @@ import (
 //   - spliceParked:  a prototype (splice_parked_test.go), not in proxy/imap —
 //     additionally, a direction idle for parkAfter gives up its goroutine and
 //     waits in a shared epoll set.
+//   - spliceRelay:   proxy/relay, what grew from it (splice_test.go).
 
 // ---- holding (proxy/imap/splice.go before issue #8) ----
 

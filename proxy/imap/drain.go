@@ -2,110 +2,51 @@ package imap
 
 import (
 	"bytes"
-	"net"
-	"sync"
 	"time"
+
+	"github.com/saslgate/saslgate/proxy/relay"
 )
 
 // byeShutdown is the last line a session gets when a drain ends it (RFC 9051 §7.1.5).
 const byeShutdown = "* BYE Server shutting down, please reconnect\r\n"
 
-// endWait bounds how long End waits for a response in flight to finish, so that its BYE
-// lands between responses, and for the BYE itself to be written.
+// byeLost is the last line of a session whose backend went away without a BYE of its own
+// (DESIGN.md's error table; RFC 9051 §7.1.5: the server is closing the connection).
+const byeLost = "* BYE Backend connection lost\r\n"
+
+// endWait bounds how long End waits for a session not yet logged in to see its BYE and close.
 const endWait = 2 * time.Second
 
-// downstream is the client connection of a spliced session, as the backend-to-client
-// direction writes it: it follows the server's responses (lines, and literals announced by
-// "{n}" at a line's end), so that shutdown can add a BYE between two responses rather than
-// inside one. Reads pass through.
-type downstream struct {
-	net.Conn
-
-	mu    sync.Mutex
-	resp  responseBoundary
-	bye   string        // to be written at the next boundary, once end is called
-	ended chan struct{} // closed when the BYE is written, or cannot be
-	done  bool          // nothing more is written
-}
-
-// Write writes p to the client and, when end is waiting and p ends a response, the BYE.
-func (d *downstream) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.done {
-		return 0, net.ErrClosed
-	}
-	n, err := d.Conn.Write(p)
-	d.resp.feed(p[:n])
-	if err != nil {
-		d.finish()
-		return n, err
-	}
-	if d.bye != "" && d.resp.between() {
-		d.writeBye()
-	}
-	return n, nil
-}
-
-// CloseWrite half-closes the client connection, as splice does when the backend is done.
-func (d *downstream) CloseWrite() error {
-	if cw, ok := d.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return d.Conn.Close()
-}
-
-// end asks for a BYE at the next response boundary (at once, if the stream is at one), and
-// returns a channel closed once it is written or cannot be. A write blocked on a slow client
-// is cut short by endWait.
-func (d *downstream) end() <-chan struct{} {
-	_ = d.Conn.SetWriteDeadline(time.Now().Add(endWait))
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.ended == nil {
-		d.ended = make(chan struct{})
-		if d.done {
-			close(d.ended)
-		} else {
-			d.bye = byeShutdown
-			if d.resp.between() {
-				d.writeBye()
-			}
-		}
-	}
-	return d.ended
-}
-
-func (d *downstream) writeBye() {
-	_, _ = d.Conn.Write([]byte(d.bye))
-	d.finish()
-}
-
-func (d *downstream) finish() {
-	d.done = true
-	if d.ended != nil {
-		select {
-		case <-d.ended:
-		default:
-			close(d.ended)
-		}
-	}
-}
-
-// responseBoundary follows an IMAP server's output (RFC 9051 §2.2.2, §4.3): CRLF-ended lines,
-// where a line ending in "{n}" (or literal8's "~{n}") is followed by n octets of literal data
-// and then the rest of the line. Literal data is skipped without being looked at.
+// responseBoundary is the relay.Framer of a spliced IMAP session. It follows the server's
+// output (RFC 9051 §2.2.2, §4.3): CRLF-ended lines, where a line ending in "{n}" (or
+// literal8's "~{n}") is followed by n octets of literal data and then the rest of the line.
+// Literal data is skipped without being looked at. It notes an untagged BYE, which the
+// server sends before it closes (LOGOUT, autologout, its own shutdown), so that a session
+// whose backend closes without one gets byeLost.
 type responseBoundary struct {
 	literal int64    // literal octets still to come
 	tail    [24]byte // the end of the current line: "{" 20 digits "}" CRLF fits
+	head    [6]byte  // the start of the current line: "* BYE " fits
 	n       int      // bytes of the current line seen so far, up to len(tail) kept
+	bye     bool     // the server sent an untagged BYE
 }
 
-// between reports whether everything fed so far ends a response: no line and no literal
-// is open.
-func (r *responseBoundary) between() bool { return r.literal == 0 && r.n == 0 }
+var _ relay.LossFramer = (*responseBoundary)(nil)
 
-func (r *responseBoundary) feed(p []byte) {
+// Between reports whether everything fed so far ends a response: no line and no literal
+// is open.
+func (r *responseBoundary) Between() bool { return r.literal == 0 && r.n == 0 }
+
+// Lost is byeLost, unless the server said BYE itself.
+func (r *responseBoundary) Lost() string {
+	if r.bye {
+		return ""
+	}
+	return byeLost
+}
+
+// Feed follows p, the next bytes the server sent.
+func (r *responseBoundary) Feed(p []byte) {
 	for len(p) > 0 {
 		if r.literal > 0 {
 			k := int(min(r.literal, int64(len(p))))
@@ -123,13 +64,19 @@ func (r *responseBoundary) feed(p []byte) {
 		p = p[i+1:]
 		r.literal = literalAtEnd(r.tail[:min(r.n, len(r.tail))])
 		if r.literal == 0 {
-			r.n = 0 // the line, and with it the response, is complete
+			// The line, and with it the response, is complete.
+			r.bye = r.bye || isBye(r.head[:min(r.n, len(r.head))])
+			r.n = 0
 		}
 	}
 }
 
-// keep appends p to the line's tail, keeping its last len(tail) bytes.
+// keep appends p to the line's tail, keeping its last len(tail) bytes, and its first
+// len(head) to the head.
 func (r *responseBoundary) keep(p []byte) {
+	if r.n < len(r.head) {
+		copy(r.head[r.n:], p)
+	}
 	if len(p) >= len(r.tail) {
 		copy(r.tail[:], p[len(p)-len(r.tail):])
 		r.n += len(p)
@@ -163,4 +110,10 @@ func literalAtEnd(line []byte) int64 {
 		n = n*10 + int64(b-'0')
 	}
 	return n
+}
+
+// isBye reports whether a line starting with head is an untagged BYE (RFC 9051 §7.1.5:
+// "* BYE" SP resp-text; atoms are case-insensitive).
+func isBye(head []byte) bool {
+	return len(head) == 6 && bytes.EqualFold(head[:5], []byte("* BYE")) && (head[5] == ' ' || head[5] == '\r')
 }

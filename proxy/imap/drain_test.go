@@ -1,8 +1,8 @@
 package imap
 
 import (
+	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/proxy"
 )
@@ -40,9 +41,9 @@ func TestResponseBoundary(t *testing.T) {
 		// Every split into two chunks gives the same answer as one chunk.
 		for cut := 0; cut <= len(tc.in); cut++ {
 			var r responseBoundary
-			r.feed([]byte(tc.in[:cut]))
-			r.feed([]byte(tc.in[cut:]))
-			if got := r.between(); got != tc.between {
+			r.Feed([]byte(tc.in[:cut]))
+			r.Feed([]byte(tc.in[cut:]))
+			if got := r.Between(); got != tc.between {
 				t.Errorf("%s, cut at %d: between = %v, want %v", tc.name, cut, got, tc.between)
 				break
 			}
@@ -50,10 +51,10 @@ func TestResponseBoundary(t *testing.T) {
 		// And byte by byte.
 		var r responseBoundary
 		for i := range len(tc.in) {
-			r.feed([]byte{tc.in[i]})
+			r.Feed([]byte{tc.in[i]})
 		}
-		if r.between() != tc.between {
-			t.Errorf("%s, byte by byte: between = %v, want %v", tc.name, r.between(), tc.between)
+		if r.Between() != tc.between {
+			t.Errorf("%s, byte by byte: between = %v, want %v", tc.name, r.Between(), tc.between)
 		}
 	}
 }
@@ -62,16 +63,17 @@ func TestResponseBoundary(t *testing.T) {
 func FuzzResponseBoundary(f *testing.F) {
 	f.Add([]byte("* 1 FETCH (BODY[] {5}\r\nhello)\r\nA1 OK done\r\n"), 7)
 	f.Add([]byte("* OK {12}\r\n{3}\r\nabc\r\nxyz\r\n"), 3)
+	f.Add([]byte("* BYE Logging out\r\nA1 OK LOGOUT completed\r\n"), 2)
 	f.Fuzz(func(t *testing.T, in []byte, step int) {
 		var whole, chunked responseBoundary
-		whole.feed(in)
+		whole.Feed(in)
 		step = max(1, step%64+1)
 		for i := 0; i < len(in); i += step {
-			chunked.feed(in[i:min(i+step, len(in))])
+			chunked.Feed(in[i:min(i+step, len(in))])
 		}
-		if whole.between() != chunked.between() || whole.literal != chunked.literal {
-			t.Fatalf("whole: between %v literal %d; in chunks of %d: between %v literal %d",
-				whole.between(), whole.literal, step, chunked.between(), chunked.literal)
+		if whole.Between() != chunked.Between() || whole.literal != chunked.literal || whole.bye != chunked.bye {
+			t.Fatalf("whole: between %v literal %d bye %v; in chunks of %d: between %v literal %d bye %v",
+				whole.Between(), whole.literal, whole.bye, step, chunked.Between(), chunked.literal, chunked.bye)
 		}
 	})
 }
@@ -103,42 +105,164 @@ func TestShutdownSaysBye(t *testing.T) {
 	}
 }
 
-// downstream holds its BYE back while a response, literal included, is being written.
-func TestDownstreamByeAtBoundary(t *testing.T) {
-	server, client := net.Pipe()
-	defer client.Close()
-	d := &downstream{Conn: server}
-	got := make(chan string)
-	go func() {
-		b, _ := io.ReadAll(client)
-		got <- string(b)
-	}()
-	d.Write([]byte("* 1 FETCH (BODY[] {10}\r\nhello"))
-	ended := d.end()
-	select {
-	case <-ended:
-		t.Fatal("BYE written inside a literal")
-	default:
-	}
-	d.Write([]byte(" world)\r\n* 2 EXISTS\r\n"))
-	<-ended
-	if _, err := d.Write([]byte("* 3 EXISTS\r\n")); err == nil {
-		t.Error("write after the BYE succeeded")
-	}
-	server.Close()
-	want := "* 1 FETCH (BODY[] {10}\r\nhello world)\r\n* 2 EXISTS\r\n" + byeShutdown
-	if s := <-got; s != want {
-		t.Errorf("client read %q, want %q", s, want)
+// The framer notes the server's own untagged BYE, wherever the chunks split it; a BYE inside
+// a literal, a tagged line or another response is none.
+func TestResponseBoundaryBye(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		bye bool
+	}{
+		{"", false},
+		{"* OK still here\r\n", false},
+		{"* BYE Logging out\r\na OK Logout completed.\r\n", true},
+		{"* BYE Autologout; idle for too long\r\n", true},
+		{"* bye server shutting down\r\n", true},
+		{"* BYE\r\n", true},
+		{"* BYE Logging o", false}, // not a whole line yet
+		{"* BYEBYE\r\n", false},
+		{"a BYE\r\n", false},
+		{"* 1 FETCH (BODY[] {8}\r\n* BYE x\r\n)\r\n", false},
+		{"* OK [ALERT] * BYE\r\n", false},
+	} {
+		for cut := 0; cut <= len(tc.in); cut++ {
+			var r responseBoundary
+			r.Feed([]byte(tc.in[:cut]))
+			r.Feed([]byte(tc.in[cut:]))
+			want := byeLost
+			if tc.bye {
+				want = ""
+			}
+			if got := r.Lost(); got != want {
+				t.Errorf("%q, cut at %d: Lost = %q, want %q", tc.in, cut, got, want)
+				break
+			}
+		}
 	}
 }
 
-// The client side of a spliced session is wrapped in a downstream; reading it must still
-// take the TLS path that holds no buffer while the client is idle.
-func TestDownstreamKeepsIdleReader(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if _, ok := newWaitReader(&downstream{Conn: tls.Server(a, &tls.Config{})}).(*tlsReader); !ok {
-		t.Error("a downstream over TLS is not read with tlsReader")
+// fakeBackend makes the servers' backend logins succeed at once, each on a loopback
+// connection whose far end comes out of the channel for the test to play the backend.
+func fakeBackend(t *testing.T) (envOption, <-chan net.Conn) {
+	peers := make(chan net.Conn, 1)
+	return func(s *Server) {
+		s.Dial = func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			defer ln.Close()
+			nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			peer, err := ln.Accept()
+			if err != nil {
+				nc.Close()
+				return nil, err
+			}
+			t.Cleanup(func() { peer.Close() })
+			peers <- peer
+			return &backends.IMAPSession{Conn: nc, Reader: bufio.NewReader(nc)}, nil
+		}
+	}, peers
+}
+
+// loginFake logs c in through fakeBackend and returns the backend's end of the session.
+func loginFake(t *testing.T, e *env, c *client, peers <-chan net.Conn) net.Conn {
+	t.Helper()
+	c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.expect("a OK ")
+	peer := <-peers
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	return peer
+}
+
+// A client whose backend goes away mid-session gets "* BYE" at a response boundary, unless
+// the backend said BYE itself (Dovecot before LOGOUT's tagged OK, and on autologout); a
+// backend lost inside a literal leaves nowhere to put one, and the connection just closes.
+func TestBackendLostBye(t *testing.T) {
+	const lost = "* BYE Backend connection lost"
+	for _, tc := range []struct {
+		name    string
+		command string   // C: read by the backend before it answers
+		backend string   // what the backend sends before it closes
+		want    []string // S: what the client reads after the login
+		rest    string   // what the client reads after want, until EOF
+	}{
+		{"dropped after a response", "b NOOP", "b OK NOOP completed\r\n", []string{"b OK NOOP completed", lost}, ""},
+		{"dropped while idle", "", "", []string{lost}, ""},
+		{"logout", "b LOGOUT", "* BYE Logging out\r\nb OK Logout completed.\r\n", []string{"* BYE Logging out", "b OK Logout completed."}, ""},
+		{"autologout", "", "* BYE Autologout; idle for too long\r\n", []string{"* BYE Autologout; idle for too long"}, ""},
+		{"dropped inside a literal", "b FETCH 1 BODY[]", "* 1 FETCH (BODY[] {20}\r\nhello", []string{"* 1 FETCH (BODY[] {20}"}, "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opt, peers := fakeBackend(t)
+			e := newEnv(t, opt)
+			c := e.dial(t, true)
+			peer := loginFake(t, e, c, peers)
+			if tc.command != "" {
+				c.send(tc.command)
+				line, err := bufio.NewReader(peer).ReadString('\n')
+				if err != nil || line != tc.command+"\r\n" {
+					t.Fatalf("backend read %q, %v; want %q", line, err, tc.command)
+				}
+			}
+			if _, err := io.WriteString(peer, tc.backend); err != nil {
+				t.Fatal(err)
+			}
+			peer.Close()
+			for _, want := range tc.want {
+				if got := c.expect(want); got != want {
+					t.Errorf("got %q, want %q", got, want)
+				}
+			}
+			if rest, err := io.ReadAll(c.br); string(rest) != tc.rest || err != nil {
+				t.Errorf("then read %q, %v; want %q, then EOF", rest, err, tc.rest)
+			}
+		})
+	}
+}
+
+// A drain that begins inside a literal says BYE once the response is complete, not inside it.
+func TestShutdownByeAfterLiteral(t *testing.T) {
+	opt, peers := fakeBackend(t)
+	e := newEnv(t, opt)
+	c := e.dial(t, true)
+	peer := loginFake(t, e, c, peers)
+	if _, err := io.WriteString(peer, "* 1 FETCH (BODY[] {11}\r\nhello"); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("* 1 FETCH (BODY[] {11}")
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c.br, b); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v; want the literal's first bytes", b, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- e.servers[proxy.TLSImplicit].Shutdown(ctx) }()
+	// The listener closes just before the sessions are told to end: from then on End is
+	// (about to be) waiting for the literal. Should it come later, its BYE still belongs
+	// after the response.
+	for {
+		nc, err := net.Dial("tcp", e.implAdr)
+		if err != nil {
+			break
+		}
+		nc.Close()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := io.WriteString(peer, " world)\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line := c.expect(" world)"); line != " world)" {
+		t.Errorf("got %q, want the rest of the response", line)
+	}
+	if line := c.expect("* BYE "); line != strings.TrimSuffix(byeShutdown, "\r\n") {
+		t.Errorf("got %q, want %q", line, byeShutdown)
+	}
+	c.expectEOF()
+	if err := <-shut; !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown = %v, want Canceled", err)
 	}
 }

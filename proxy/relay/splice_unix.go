@@ -1,6 +1,6 @@
 //go:build unix
 
-package imap
+package relay
 
 import (
 	"io"

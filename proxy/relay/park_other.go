@@ -1,6 +1,6 @@
 //go:build !linux
 
-package imap
+package relay
 
 // canPark: without epoll here, every half keeps its goroutine.
 const canPark = false

@@ -1,4 +1,4 @@
-package imap
+package relay
 
 import (
 	"bufio"
@@ -17,9 +17,9 @@ import (
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
-// The splice tests put splice between two peers on loopback, each side plain
-// TCP or TLS as loggedIn can meet them, and check every byte arrives, in
-// order, with half-closes passed on.
+// The splice tests put the relay between two peers on loopback, each side
+// plain TCP or TLS as a front end can meet them, and check every byte arrives,
+// in order, with half-closes passed on.
 
 // spliceTLS is a server and a client configuration that trust each other.
 var spliceTLS = sync.OnceValues(func() (server, client *tls.Config) {
@@ -149,10 +149,31 @@ func writeChunks(c net.Conn, data []byte, chunks []int) error {
 	return nil
 }
 
+// exchange sends line from a to b through the splice and checks it arrives whole.
+func exchange(t *testing.T, a, b net.Conn, line string) {
+	t.Helper()
+	if _, err := io.WriteString(a, line); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(line))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != line {
+		t.Fatalf("read %q, %v; want %q", got, err, line)
+	}
+}
+
 func closeWriteTest(t *testing.T, c net.Conn) {
 	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		t.Error(err)
 	}
+}
+
+// splice is Start waiting for the end.
+func splice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader) (up, down int64) {
+	done := make(chan struct{})
+	Start(client, cbr, backend, bbr, nil, func(u, d int64) { up, down = u, d; close(done) })
+	<-done
+	return up, down
 }
 
 // A session runs like LOGOUT: the client sends all it has and half-closes;
@@ -167,7 +188,7 @@ func TestSpliceIntegrity(t *testing.T) {
 				client, gwc := connect(t, cs, true)
 				backend, gwb := connect(t, bs, false)
 
-				// What loggedIn's readers hold when the splice starts.
+				// What the front end's readers hold when the splice starts.
 				if _, err := io.WriteString(client, "a AUTHENTICATE XOAUTH2 x\r\nb NOOP\r\n"); err != nil {
 					t.Fatal(err)
 				}
@@ -337,8 +358,8 @@ func TestSpliceIdleHoldsNoBuffer(t *testing.T) {
 	for range sessions {
 		client, gwc := connect(t, sideTLS, true)
 		backend, gwb := connect(t, sideTCP, false)
-		s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
-		t.Cleanup(s.abort)
+		s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), nil, func(int64, int64) {})
+		t.Cleanup(s.Abort)
 		// One exchange each way, then both directions wait.
 		line := []byte("x NOOP\r\n")
 		for _, p := range [][2]net.Conn{{client, backend}, {backend, client}} {
@@ -404,8 +425,8 @@ func TestSpliceAbort(t *testing.T) {
 			_, gwc := connect(t, cs, true)
 			_, gwb := connect(t, sideTCP, false)
 			done := make(chan struct{})
-			// startSplice, with readers that mark the halves' goroutines.
-			s := &spliced{client: gwc, backend: gwb, running: 2, parkAfter: parkAfter, end: func(int64, int64) { close(done) }}
+			// Start, with readers that mark the halves' goroutines.
+			s := &Session{client: gwc, backend: gwb, running: 2, parkAfter: parkAfter, ended: func(int64, int64) { close(done) }}
 			s.up = newHalf(s, gwb, gwc, nil)
 			s.down = newHalf(s, gwc, gwb, nil)
 			for _, h := range []*half{s.up, s.down} {

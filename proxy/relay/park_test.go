@@ -1,23 +1,17 @@
 //go:build linux
 
-package imap
+package relay
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/saslgate/saslgate/internal/demoissuer"
-	"github.com/saslgate/saslgate/proxy"
 )
 
 // shortPark makes idle directions park after 20 ms for one test.
@@ -28,7 +22,7 @@ func shortPark(t *testing.T) {
 }
 
 // waitParked waits until both directions of s are parked.
-func waitParked(t *testing.T, s *spliced) {
+func waitParked(t *testing.T, s *Session) {
 	t.Helper()
 	waitFor(t, "both directions to park", func() bool { return s.parkedHalves() == 2 })
 }
@@ -37,19 +31,6 @@ func waitParked(t *testing.T, s *spliced) {
 func waitParkedNow(t *testing.T, n int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d parked directions", n), func() bool { return parkedNow() >= n })
-}
-
-// exchange sends line from a to b through the splice and checks it arrives whole.
-func exchange(t *testing.T, a, b net.Conn, line string) {
-	t.Helper()
-	if _, err := io.WriteString(a, line); err != nil {
-		t.Fatal(err)
-	}
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got := make([]byte, len(line))
-	if _, err := io.ReadFull(b, got); err != nil || string(got) != line {
-		t.Fatalf("read %q, %v; want %q", got, err, line)
-	}
 }
 
 // Idle directions park and wake on data, as often as the session pauses, in both
@@ -63,7 +44,7 @@ func TestSpliceParksAndWakes(t *testing.T) {
 			backend, gwb := connect(t, sideTCP, false)
 			type result struct{ up, down int64 }
 			done := make(chan result, 1)
-			s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(up, down int64) { done <- result{up, down} })
+			s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), nil, func(up, down int64) { done <- result{up, down} })
 			var up, down int
 			for i := range 5 {
 				waitParked(t, s)
@@ -108,8 +89,8 @@ func TestSpliceParkedPartialRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend, gwb := tcpPair(t)
-	s := startSplice(gw, bufio.NewReader(gw), gwb, bufio.NewReader(gwb), func(int64, int64) {})
-	t.Cleanup(s.abort) // before tcpPair's cleanups close the sockets under it
+	s := Start(gw, bufio.NewReader(gw), gwb, bufio.NewReader(gwb), nil, func(int64, int64) {})
+	t.Cleanup(s.Abort) // before tcpPair's cleanups close the sockets under it
 	waitParked(t, s)
 	hc.held = new(bytes.Buffer)
 	io.WriteString(client, "d SELECT INBOX\r\n")
@@ -131,16 +112,16 @@ func TestSpliceParkedPartialRecord(t *testing.T) {
 	}
 }
 
-// abort ends a session whose directions are both parked: they are taken back from the
+// Abort ends a session whose directions are both parked: they are taken back from the
 // poller, run to their end, and the end callback comes.
 func TestSpliceAbortParked(t *testing.T) {
 	shortPark(t)
 	client, gwc := connect(t, sideTLS, true)
 	_, gwb := connect(t, sideTCP, false)
 	done := make(chan struct{})
-	s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) { close(done) })
+	s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), nil, func(int64, int64) { close(done) })
 	waitParked(t, s)
-	s.abort()
+	s.Abort()
 	select {
 	case <-done:
 	case <-time.After(halfCloseGrace / 2):
@@ -160,8 +141,8 @@ func TestSpliceParkedGoroutines(t *testing.T) {
 	for range sessions {
 		_, gwc := connect(t, sideTLS, true)
 		_, gwb := connect(t, sideTCP, false)
-		s := startSplice(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), func(int64, int64) {})
-		t.Cleanup(s.abort)
+		s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), nil, func(int64, int64) {})
+		t.Cleanup(s.Abort)
 	}
 	waitParkedNow(t, 2*sessions)
 	// A parked half's goroutine returns just after it parked; one kept per
@@ -178,55 +159,64 @@ func TestSpliceParkedGoroutines(t *testing.T) {
 	})
 }
 
-// A drain ends parked sessions like running ones: "* BYE", then EOF; and Close does not
-// wait for a parked session that nothing wakes.
-func TestShutdownParkedSessions(t *testing.T) {
+// End ends parked sessions like running ones: the goodbye, then EOF, and the end callback.
+// Parked sessions still relay: data wakes a direction, which parks again once quiet.
+func TestSpliceEndParked(t *testing.T) {
 	shortPark(t)
-	e := newEnv(t)
-	var clients []*client
+	type session struct {
+		client, backend net.Conn
+		s               *Session
+		done            chan struct{}
+	}
+	var sessions []session
 	for range 2 {
-		c := e.dial(t, true)
-		c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-		c.expect("a OK ")
-		c.send("b SELECT INBOX")
-		for !strings.HasPrefix(c.expect(""), "b OK") {
-		}
-		c.send("c IDLE")
-		c.expect("+ ")
-		clients = append(clients, c)
+		client, gwc := connect(t, sideTLS, true)
+		backend, gwb := connect(t, sideTCP, false)
+		done := make(chan struct{})
+		s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), &lineFramer{}, func(int64, int64) { close(done) })
+		sessions = append(sessions, session{client, backend, s, done})
 	}
 	waitParkedNow(t, 4)
-	// Parked, and still relaying: DONE wakes the client's direction, the answer the backend's.
-	clients[1].send("DONE")
-	clients[1].expect("c OK")
-	waitParkedNow(t, 4)
+	exchange(t, sessions[1].client, sessions[1].backend, "DONE\r\n")
+	exchange(t, sessions[1].backend, sessions[1].client, "c OK IDLE terminated\r\n")
+	waitParked(t, sessions[1].s)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+	for _, x := range sessions {
+		go x.s.End("* BYE bye\r\n")
 	}
-	for _, c := range clients {
-		c.expect("* BYE Server shutting down")
-		c.expectEOF()
+	for i, x := range sessions {
+		x.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := io.ReadAll(x.client); string(b) != "* BYE bye\r\n" {
+			t.Errorf("session %d: client read %q, %v; want the goodbye, then EOF", i, b, err)
+		}
+		select {
+		case <-x.done:
+		case <-time.After(halfCloseGrace / 2):
+			t.Fatalf("session %d: parked session not ended by End", i)
+		}
 	}
 }
 
-func TestCloseParkedSession(t *testing.T) {
+// A backend lost while both directions are parked: the poller wakes the backend's
+// direction, which tells the client.
+func TestSpliceBackendLostParked(t *testing.T) {
 	shortPark(t)
-	e := newEnv(t)
-	c := e.dial(t, true)
-	c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("a OK ")
-	waitParkedNow(t, 2)
-	closed := make(chan error)
-	go func() { closed <- e.servers[proxy.TLSImplicit].Close() }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hangs on a parked session")
+	client, gwc := connect(t, sideTLS, true)
+	backend, gwb := connect(t, sideTCP, false)
+	done := make(chan struct{})
+	s := Start(gwc, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), &lossFramer{line: "* BYE lost\r\n"}, func(int64, int64) { close(done) })
+	waitParked(t, s)
+	backend.Close()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(client); string(b) != "* BYE lost\r\n" || err != nil {
+		t.Errorf("client read %q, %v; want the line, then EOF", b, err)
 	}
-	c.expectEOF()
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(halfCloseGrace / 2):
+		t.Fatal("session did not end")
+	}
 }
 
 // parkedNow counts the halves waiting in the poller (tests).
@@ -241,7 +231,7 @@ func parkedNow() int {
 }
 
 // parkedHalves counts s's halves waiting in the poller (tests).
-func (s *spliced) parkedHalves() int {
+func (s *Session) parkedHalves() int {
 	p, err := getPoller()
 	if err != nil {
 		return 0

@@ -1,8 +1,9 @@
-package imap
+package relay
 
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -15,9 +16,9 @@ import (
 const spliceBufSize = 16 << 10
 
 // spliceBufs holds the splice's read buffers. A direction takes one only
-// while it has bytes to move: a logged-in session spends most of its life in
-// IDLE, and a buffer held by each waiting direction was half of what an idle
-// session cost (issue #8, bench/README.md).
+// while it has bytes to move: a logged-in session spends most of its life
+// idle (IMAP IDLE), and a buffer held by each waiting direction was half of
+// what an idle session cost (issue #8, bench/README.md).
 var spliceBufs = sync.Pool{New: func() any {
 	b := make([]byte, spliceBufSize)
 	return &b
@@ -52,17 +53,19 @@ const halfCloseGrace = 5 * time.Second
 // parkAfter is how long a direction waits for data on a goroutine of its own
 // before it parks: its goroutine ends, and the socket's readiness is watched
 // by the one shared poller (park_linux.go), which starts the direction again
-// when data comes. Most logged-in sessions sit in IDLE for minutes; a parked
-// direction costs no stack (issue #8, bench/README.md). A variable for tests.
+// when data comes. Most logged-in IMAP sessions sit in IDLE for minutes; a
+// parked direction costs no stack (issue #8, bench/README.md). A variable for
+// tests.
 var parkAfter = 5 * time.Second
 
-// spliced is a logged-in session being relayed: client bytes to the backend
+// Session is a logged-in session being relayed: client bytes to the backend
 // (up) and backend bytes to the client (down), each direction a half that runs
 // on a goroutine while it has data and is parked while it has none.
-type spliced struct {
+type Session struct {
 	client, backend net.Conn
 	up, down        *half
-	end             func(up, down int64) // called once, after both connections closed
+	downstream      *downstream          // the client as down writes it; nil without a Framer
+	ended           func(up, down int64) // called once, after both connections closed
 	parkAfter       time.Duration
 
 	mu      sync.Mutex
@@ -71,32 +74,31 @@ type spliced struct {
 	grace   *time.Timer // closes both halfCloseGrace after the first half is done
 }
 
-// startSplice starts relaying a logged-in session and returns at once:
-// client bytes (starting with those already in cbr, pipelined behind
-// AUTHENTICATE) to the backend, backend bytes (starting with bbr's) to the
-// client, until either side closes; then both close and end runs. It expects
-// no read deadline on either connection.
-func startSplice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader, end func(up, down int64)) *spliced {
-	s := &spliced{client: client, backend: backend, end: end, running: 2, parkAfter: parkAfter}
+// Start starts relaying a logged-in session and returns at once: client bytes
+// (starting with those already in cbr, pipelined behind the login) to the
+// backend, backend bytes (starting with bbr's) to the client, until either
+// side closes; then both connections close and ended runs with the bytes
+// relayed each way. framer follows the bytes written to the client (End, and
+// LossFramer); nil if the protocol needs neither. cbr and bbr must not be used
+// after, and neither connection may have a read deadline.
+func Start(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader, framer Framer, ended func(up, down int64)) *Session {
+	s := &Session{client: client, backend: backend, ended: ended, running: 2, parkAfter: parkAfter}
+	toClient := client
+	if framer != nil {
+		s.downstream = &downstream{Conn: client, framer: framer}
+		toClient = s.downstream
+	}
 	s.up = newHalf(s, backend, client, pending(cbr))
-	s.down = newHalf(s, client, backend, pending(bbr))
+	s.down = newHalf(s, toClient, backend, pending(bbr))
 	go s.up.run()
 	go s.down.run()
 	return s
 }
 
-// splice is startSplice waiting for the end.
-func splice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader) (up, down int64) {
-	done := make(chan struct{})
-	startSplice(client, cbr, backend, bbr, func(u, d int64) { up, down = u, d; close(done) })
-	<-done
-	return up, down
-}
-
-// abort closes both connections, ending the session; parked halves are taken
+// Abort closes both connections, ending the session; parked halves are taken
 // back from the poller first (while their descriptors are still open, so no
 // other socket's registration can be touched) and run to their end.
-func (s *spliced) abort() {
+func (s *Session) Abort() {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -117,29 +119,59 @@ func (s *spliced) abort() {
 	}
 }
 
+// endWait bounds how long End waits for a response in flight to finish, so
+// that its goodbye lands between responses, and for the goodbye itself to be
+// written.
+const endWait = 2 * time.Second
+
+// End ends the session for a drain: goodbye, the protocol's last line with
+// its CRLF, is written to the client at the next response boundary the Framer
+// sees (at once if the stream is at one), then both connections close as with
+// Abort. It returns within about endWait, which also bounds a write blocked on
+// a slow client; without a Framer it closes at once.
+func (s *Session) End(goodbye string) {
+	if d := s.downstream; d != nil {
+		t := time.NewTimer(endWait)
+		select {
+		case <-d.end(goodbye):
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	s.Abort()
+}
+
 // park hands h to the poller unless the session is closing; h's goroutine
 // must end when it returns true.
-func (s *spliced) park(h *half) bool {
+func (s *Session) park(h *half) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return !s.closed && h.park()
 }
 
+// clientRunning reports whether the client's direction goes on: it has not
+// ended, and the session is not closing.
+func (s *Session) clientRunning() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && s.running == 2
+}
+
 // halfDone is called by each half when it is done; the second ends the session.
-func (s *spliced) halfDone() {
+func (s *Session) halfDone() {
 	s.mu.Lock()
 	s.running--
 	last := s.running == 0
 	if !last {
-		s.grace = time.AfterFunc(halfCloseGrace, s.abort)
+		s.grace = time.AfterFunc(halfCloseGrace, s.Abort)
 	}
 	s.mu.Unlock()
 	if !last {
 		return
 	}
 	s.grace.Stop()
-	s.abort()
-	s.end(s.up.n, s.down.n)
+	s.Abort()
+	s.ended(s.up.n, s.down.n)
 }
 
 // pending returns the bytes br holds but nobody read yet; br is not used after.
@@ -155,7 +187,7 @@ func pending(br *bufio.Reader) []byte {
 // what src sends, then it half-closes dst so its reader sees EOF. It holds a
 // pooled buffer only from a read that has data to the write that passes it on.
 type half struct {
-	s        *spliced
+	s        *Session
 	dst, src net.Conn
 	first    []byte
 	r        waitReader
@@ -164,7 +196,7 @@ type half struct {
 	parked   parking         // the poller's state for this half (park_linux.go)
 }
 
-func newHalf(s *spliced, dst, src net.Conn, first []byte) *half {
+func newHalf(s *Session, dst, src net.Conn, first []byte) *half {
 	h := &half{s: s, dst: dst, src: src, first: first, r: newWaitReader(src)}
 	if canPark {
 		h.watch = socketOf(src)
@@ -180,7 +212,7 @@ func (h *half) run() {
 		h.n += int64(w)
 		h.first = nil
 		if err != nil {
-			h.done()
+			h.done(false)
 			return
 		}
 	}
@@ -194,7 +226,9 @@ func (h *half) run() {
 			w, werr := h.dst.Write((*bp)[:m])
 			h.n += int64(w)
 			if werr != nil {
-				err = werr
+				putSpliceBuf(bp)
+				h.done(false)
+				return
 			}
 		}
 		if bp != nil {
@@ -211,10 +245,16 @@ func (h *half) run() {
 		}
 		break
 	}
-	h.done()
+	h.done(true)
 }
 
-func (h *half) done() {
+// done ends h; srcEnded when src ended (EOF, or a read error), not dst.
+func (h *half) done(srcEnded bool) {
+	// The backend's side ended while the client's goes on: the backend dropped
+	// the session, and the client may be told so (LossFramer).
+	if d, ok := h.dst.(*downstream); ok && srcEnded && h.s.clientRunning() {
+		d.lost()
+	}
 	closeWrite(h.dst)
 	h.s.halfDone()
 }
@@ -320,7 +360,7 @@ func (r *tlsReader) read(deadline time.Time) (*[]byte, int, error) {
 	return bp, m, err
 }
 
-// blockingReader reads a connection of a type splice does not know.
+// blockingReader reads a connection of a type the splice does not know.
 type blockingReader struct{ c net.Conn }
 
 func (r blockingReader) read(time.Time) (*[]byte, int, error) {
@@ -335,4 +375,9 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	c.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

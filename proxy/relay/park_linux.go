@@ -1,6 +1,6 @@
 //go:build linux
 
-package imap
+package relay
 
 import (
 	"errors"
@@ -53,7 +53,7 @@ func (p *poller) loop() {
 			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
-			panic("imap: epoll_wait: " + err.Error()) // the set is ours: cannot happen
+			panic("relay: epoll_wait: " + err.Error()) // the set is ours: cannot happen
 		}
 		for _, ev := range events[:n] {
 			token := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
@@ -68,7 +68,7 @@ func (p *poller) loop() {
 	}
 }
 
-// parking is a half's registration with the poller; guarded by spliced.mu.
+// parking is a half's registration with the poller; guarded by Session.mu.
 type parking struct {
 	registered bool   // the socket is in the epoll set (disabled after each event: EPOLLONESHOT)
 	token      uint64 // of the current wait, while parked
