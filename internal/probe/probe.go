@@ -297,9 +297,13 @@ func (s *session) handshake() error {
 	s.conn = tc
 	s.br = bufio.NewReaderSize(tc, 4096)
 	leaf := st.PeerCertificates[0]
-	s.note("TLS %s %s, server certificate %q (issuer %q, expires %s) verified for %q",
+	verified := fmt.Sprintf("verified for %q", s.tlsConf.ServerName)
+	if s.tlsConf.InsecureSkipVerify {
+		verified = "NOT verified (--insecure-skip-verify)"
+	}
+	s.note("TLS %s %s, server certificate %q (issuer %q, expires %s) %s",
 		tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), leaf.Subject.String(),
-		leaf.Issuer.String(), leaf.NotAfter.UTC().Format(time.RFC3339), s.tlsConf.ServerName)
+		leaf.Issuer.String(), leaf.NotAfter.UTC().Format(time.RFC3339), verified)
 	if len(s.tlsConf.Certificates) > 0 || s.tlsConf.GetClientCertificate != nil {
 		s.note("client certificate offered")
 	}
