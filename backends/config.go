@@ -141,13 +141,17 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// tlsConfig builds the client TLS configuration; the CA file is read on every call so a
-// rotated CA is picked up without a restart.
-func (c Config) tlsConfig() (*tls.Config, error) {
+// TLSConfig is the client TLS configuration the backend is dialled with: server_name (default
+// the host of address), ca_file added to the system roots, insecure_skip_verify. The CA file is
+// read on every call, so a rotated CA is picked up without a restart.
+func (c Config) TLSConfig() (*tls.Config, error) {
 	tc := &tls.Config{
 		ServerName:         c.ServerName,
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: c.InsecureSkipVerify,
+	}
+	if tc.ServerName == "" {
+		tc.ServerName, _, _ = net.SplitHostPort(c.Address)
 	}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)

@@ -50,7 +50,7 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, clien
 	var tlsCfg *tls.Config
 	if cfg.TLS != "none" {
 		var err error
-		if tlsCfg, err = cfg.tlsConfig(); err != nil {
+		if tlsCfg, err = cfg.TLSConfig(); err != nil {
 			return nil, c.unavailable("tls config", err)
 		}
 	}

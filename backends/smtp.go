@@ -131,7 +131,7 @@ func (d *smtpDial) run(ctx context.Context, login func(*smtp.Client) error) (*SM
 	var tlsCfg *tls.Config
 	if d.cfg.TLS != "none" {
 		var err error
-		if tlsCfg, err = d.cfg.tlsConfig(); err != nil {
+		if tlsCfg, err = d.cfg.TLSConfig(); err != nil {
 			return nil, d.unavailable("tls config", err)
 		}
 	}

@@ -73,8 +73,7 @@ func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
 	srv := &imap.Server{
 		Listener:  proxy.ListenerConfig{Name: "bench", Protocol: "imap", Address: ln.Addr().String(), TLS: proxy.TLSImplicit},
 		TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-		Validator: validator,
-		Secrets:   fixedSecret{},
+		Login:     &proxy.Login{Validator: validator, Secrets: fixedSecret{}},
 		Dial: func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", bln.Addr().String())

@@ -41,3 +41,31 @@ func TestAuthFailureDelay(t *testing.T) {
 		t.Errorf("the login after three failures was answered after %v; the delay is %v", d, delay)
 	}
 }
+
+// TestAuthDelayNotErasedBySuccess: a client mixing good tokens with forged ones stays delayed.
+// Before, one success forgot every failure of the address, so four bad tokens and a good one,
+// repeated, were never slowed down.
+func TestAuthDelayNotErasedBySuccess(t *testing.T) {
+	e := e2e(t)
+	const delay = 600 * time.Millisecond
+	g := e.startTestGate(t, gateSpec{
+		name:    "saslgate-delay-mixed",
+		issuers: []string{jwtIssuer(e.idp.issuer)},
+		limits:  "{auth_failures: 3, auth_failure_window: 10m, auth_delay: 600ms, max_auth_delay: 600ms, max_connections_per_ip: 1000}",
+	})
+	bad := e.mint(t, e.idp, mintRequest{Age: 600, TTL: 60}) // expired
+	good := e.mint(t, e.idp, mintRequest{})
+	for range 2 {
+		e.loginRefused(t, g, bad)
+		e.loginRefused(t, g, bad)
+		e.loginOK(t, g, good)
+	}
+	// Four failures, two successes in between: still delayed.
+	w := dialWire(t, g.imaps, e.tlsConfig())
+	w.greeting()
+	start := time.Now()
+	authFails(t, w, "OAUTHBEARER", oauthBearerIR(mailUser, "", 0, bad), "invalid_token", "AQ==")
+	if d := time.Since(start); d < delay {
+		t.Errorf("after 4 failures and 2 successes the next failure was answered after %v; the delay is %v", d, delay)
+	}
+}

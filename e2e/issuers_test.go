@@ -272,6 +272,7 @@ type gateSpec struct {
 	issuers []string // entries of tokens.issuers (jwtIssuer, introspectionIssuer)
 	cache   string   // tokens.cache, flow style; default {ttl: 1m}
 	limits  string   // limits, flow style; default no failure delay and 1000 connections per IP
+	hmacKey string   // secrets.hmac_key_file; default the run's key, which Dovecot's passdb uses
 }
 
 func jwtIssuer(iss string) string {
@@ -318,6 +319,9 @@ func (e *env) startTestGate(t *testing.T, s gateSpec) *gate {
 	if s.cache == "" {
 		s.cache = "{ttl: 1m}"
 	}
+	if s.hmacKey == "" {
+		s.hmacKey = filepath.Join(e.dir, "hmac.key")
+	}
 	addr, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +356,7 @@ tokens:
   issuers:
 %[8]s  cache: %[9]s
 `, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, s.backend,
-		filepath.Join(e.dir, "hmac.key"), strings.Join(s.issuers, ""), s.cache, s.limits)
+		s.hmacKey, strings.Join(s.issuers, ""), s.cache, s.limits)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

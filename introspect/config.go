@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,8 +31,6 @@ const (
 	defaultDiscoveryPath = "/.well-known/openid-configuration"
 	maxLeeway            = 5 * time.Minute
 	configPrefix         = "tokens" // where cmd/saslgate mounts Config, for field names in errors
-	protocolIMAP         = "imap"
-	protocolSMTP         = "smtp"
 
 	modeJWT           = "jwt"
 	modeIntrospection = "introspection"
@@ -54,6 +53,11 @@ var DefaultAlgorithms = []string{
 type Config struct {
 	Issuers []IssuerConfig `yaml:"issuers"`
 	Cache   CacheConfig    `yaml:"cache"`
+	// Protocols are the protocol names Request.Protocol and IssuerConfig.Scopes may use: the
+	// program's, not the file's (cmd/saslgate sets its protocol registry's). With them, a
+	// scope key or a request naming another protocol is an error, so a misspelt name never
+	// skips a scope check. Empty accepts any name.
+	Protocols []string `yaml:"-"`
 }
 
 // IssuerConfig describes one trusted token issuer and the policy for its tokens.
@@ -120,7 +124,8 @@ type IssuerConfig struct {
 	UsernameClaim string `yaml:"username_claim"`
 	// Username normalises the claim value.
 	Username UsernameConfig `yaml:"username"`
-	// Scopes maps a protocol ("imap", "smtp") to the scopes a token must all carry to use it.
+	// Scopes maps a protocol, by its name in Config.Protocols, to the scopes a token must all
+	// carry to use it.
 	// They are read from "scope" (and, in JWTs, "scp"); a token without them lacks them.
 	Scopes map[string][]string `yaml:"scopes"`
 	// Timeout bounds each request to the issuer, including the wait for a free request slot
@@ -164,6 +169,32 @@ type CacheConfig struct {
 	NegativeTTL config.Duration `yaml:"negative_ttl"`
 	// Size is the maximum number of cached results (default 10000).
 	Size int `yaml:"size"`
+}
+
+// RequiredScopes are the scopes the issuer's tokens must carry for one protocol or another,
+// each once, by protocol name and then as configured: what a client should ask for.
+func (c IssuerConfig) RequiredScopes() []string {
+	var out []string
+	for _, proto := range slices.Sorted(maps.Keys(c.Scopes)) {
+		for _, s := range c.Scopes[proto] {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// quotedChoice lists names for an error message: "a", "b" or "c".
+func quotedChoice(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	if len(q) < 2 {
+		return strings.Join(q, "")
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
 // withDefaults returns the issuer config with zero values replaced by defaults.
@@ -319,8 +350,8 @@ func (c Config) Validate() error {
 		}
 		for _, proto := range slices.Sorted(maps.Keys(ic.Scopes)) {
 			scopes := ic.Scopes[proto]
-			if proto != protocolIMAP && proto != protocolSMTP {
-				bad(f("scopes"), "unknown protocol %q (want %q or %q)", proto, protocolIMAP, protocolSMTP)
+			if len(c.Protocols) > 0 && !slices.Contains(c.Protocols, proto) {
+				bad(f("scopes"), "unknown protocol %q (want %s)", proto, quotedChoice(c.Protocols))
 			}
 			for j, s := range scopes {
 				if !validScopeToken(s) {

@@ -1,6 +1,7 @@
 package introspect
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Config{Issuers: []IssuerConfig{good()}}
+			c := Config{Issuers: []IssuerConfig{good()}, Protocols: testProtocols}
 			if tt.cfg != nil {
 				tt.cfg(&c)
 			}
@@ -143,5 +144,21 @@ func TestIssuerDefaults(t *testing.T) {
 	}
 	if ic := (IssuerConfig{Mode: "introspection"}).withDefaults(); ic.ClientAuth != "client_secret_basic" {
 		t.Errorf("introspection client_auth default = %q", ic.ClientAuth)
+	}
+}
+
+// Scope keys are the program's protocol names (Config.Protocols); without them any name goes.
+func TestConfigProtocols(t *testing.T) {
+	ic := IssuerConfig{Issuer: "https://idp.example.com", Audience: []string{"saslgate"},
+		Scopes: map[string][]string{"smtp": {"mail", "send"}, "imap": {"email", "mail"}, "sieve": {"sieve"}}}
+	err := Config{Issuers: []IssuerConfig{ic}, Protocols: testProtocols}.Validate()
+	if want := `tokens.issuers[0].scopes: unknown protocol "sieve" (want "imap" or "smtp")`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+	if err := (Config{Issuers: []IssuerConfig{ic}}).Validate(); err != nil {
+		t.Errorf("without Protocols: %v", err)
+	}
+	if got, want := ic.RequiredScopes(), []string{"email", "mail", "sieve", "send"}; !slices.Equal(got, want) {
+		t.Errorf("RequiredScopes = %q, want %q", got, want)
 	}
 }

@@ -215,6 +215,11 @@ func (e *endpoint) discover(ctx context.Context) (string, error) {
 	return u, nil
 }
 
+// NewHTTPClient returns the HTTP client the validator uses for issuer ic: its ca_file,
+// insecure_skip_verify and timeout, and no https→http redirects. The tools (`saslgate check`,
+// `login`, the discovery listener) use it to talk to the issuer the way the gateway does.
+func NewHTTPClient(ic IssuerConfig) (*http.Client, error) { return newHTTPClient(nil, ic) }
+
 // newHTTPClient returns the client for one issuer (errors name the config field): a copy of base (WithHTTPClient) or one with
 // the issuer's TLS settings, always with a timeout and without https→http redirects.
 func newHTTPClient(base *http.Client, ic IssuerConfig) (*http.Client, error) {
@@ -233,7 +238,7 @@ func newHTTPClient(base *http.Client, ic IssuerConfig) (*http.Client, error) {
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca_file: %s: no PEM certificates", ic.CAFile)
+				return nil, fmt.Errorf("ca_file %s: no PEM certificates found", ic.CAFile)
 			}
 			t.TLSClientConfig.RootCAs = pool
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +36,7 @@ type Identity struct {
 // Request is one token to validate.
 type Request struct {
 	Token    string // never logged
-	Protocol string // "imap" or "smtp": selects required scopes
+	Protocol string // one of Config.Protocols: selects required scopes
 }
 
 // Validator validates access tokens against the configured issuers. It is safe for concurrent
@@ -44,6 +45,8 @@ type Validator struct {
 	issuers map[string]*issuer // by "iss", every mode
 	opaque  []*issuer          // the issuers in mode introspection or userinfo, in config order
 	only    *issuer            // the single configured issuer, if there is one: its discovery URL goes into every error
+	// protocols are Config.Protocols: the only names a Request may carry, when set.
+	protocols []string
 
 	now    func() time.Time
 	log    *slog.Logger
@@ -111,7 +114,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Validator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &Validator{issuers: make(map[string]*issuer, len(cfg.Issuers)), now: time.Now}
+	v := &Validator{issuers: make(map[string]*issuer, len(cfg.Issuers)), protocols: slices.Clone(cfg.Protocols), now: time.Now}
 	for _, o := range opts {
 		o(v)
 	}
@@ -226,7 +229,7 @@ func (v *Validator) Validate(ctx context.Context, r Request) (Identity, error) {
 		return Identity{}, v.fail(nil, invalid("token too large"))
 	}
 	// Fail closed: a protocol name the scope table does not know must not skip the scope check.
-	if r.Protocol != protocolIMAP && r.Protocol != protocolSMTP {
+	if len(v.protocols) > 0 && !slices.Contains(v.protocols, r.Protocol) {
 		return Identity{}, v.fail(nil, invalid(fmt.Sprintf("unknown protocol %.16q", r.Protocol)))
 	}
 	start := time.Now() // latency is wall time, whatever clock WithNow set

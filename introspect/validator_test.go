@@ -31,9 +31,13 @@ func baseConfig(idp *testIdP) Config {
 			Username:     UsernameConfig{Lowercase: true},
 			Scopes:       map[string][]string{"imap": {"email"}, "smtp": {"email", "smtp"}},
 		}},
-		Cache: CacheConfig{Disabled: true},
+		Cache:     CacheConfig{Disabled: true},
+		Protocols: testProtocols,
 	}
 }
+
+// testProtocols are the protocol names cmd/saslgate sets in Config.Protocols.
+var testProtocols = []string{"imap", "smtp"}
 
 // newValidator returns a Validator on clk whose uncached validations are counted in calls.
 func newValidator(t testing.TB, clk *clock, cfg Config, opts ...Option) (*Validator, *atomic.Int64) {

@@ -90,18 +90,19 @@ func AddrGroup(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// AuthLimiter slows down clients that keep failing to authenticate. The front ends report
-// every outcome and wait Delay before answering each authentication command.
+// AuthLimiter slows down clients that keep failing to authenticate. The login pipeline
+// reports every failure (a refused token, and a backend's refusal of a valid one) and waits
+// Delay before looking at each authentication attempt. A success erases nothing: a client
+// that mixes good and bad tokens must not reset its count with the good ones.
 type AuthLimiter interface {
 	Failed(ip netip.Addr)
-	Succeeded(ip netip.Addr)
 	Delay(ip netip.Addr) time.Duration
 }
 
 // FailureLimiter is the AuthLimiter of Limits: after AuthFailures failures from one client
 // address group (AddrGroup), each within AuthFailureWindow of the previous, every further
-// authentication answer waits AuthDelay, doubling per failure up to MaxAuthDelay. A success
-// forgets the address; so does a quiet AuthFailureWindow.
+// authentication answer waits AuthDelay, doubling per failure up to MaxAuthDelay. Failures
+// decay with time only: a quiet AuthFailureWindow forgets the address.
 type FailureLimiter struct {
 	threshold     int
 	window        time.Duration
@@ -174,16 +175,6 @@ func (f *FailureLimiter) sweep(now time.Time) {
 		}
 		delete(f.entries, k)
 	}
-}
-
-// Succeeded forgets ip's failures.
-func (f *FailureLimiter) Succeeded(ip netip.Addr) {
-	if f == nil || !ip.IsValid() {
-		return
-	}
-	f.mu.Lock()
-	delete(f.entries, AddrGroup(ip))
-	f.mu.Unlock()
 }
 
 // Delay is how long the next authentication answer to ip waits.

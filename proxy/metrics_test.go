@@ -11,7 +11,7 @@ import (
 
 // Connections refused by the PROXY protocol checks are counted by reason.
 func TestTrackerMetricsProxyRefusals(t *testing.T) {
-	m := metrics.New()
+	m := metrics.New(metrics.Labels{Mechanisms: Mechanisms, Results: Results})
 	for _, c := range []struct {
 		trusted, send, reason string
 	}{
@@ -19,7 +19,7 @@ func TestTrackerMetricsProxyRefusals(t *testing.T) {
 		{"127.0.0.0/8", "GET / HTTP/1.1\r\n\r\n", "proxy_header"},
 	} {
 		l := ListenerConfig{Name: c.reason, ProxyProtocol: true, ProxyTrustedNetworks: []string{c.trusted}}
-		_, addr := serveAccept(t, Accept{Listener: l, Log: slogDiscard(), Metrics: m.Listener(c.reason, "imap")}, make(chan [2]string, 1))
+		_, addr := serveAccept(t, Accept{Listener: l, Log: slogDiscard(), Observer: m.Listener(c.reason, "imap")}, make(chan [2]string, 1))
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

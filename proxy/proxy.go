@@ -11,8 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/config"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy/sasl"
 	"github.com/saslgate/saslgate/tls/binding"
@@ -54,7 +56,7 @@ const (
 // ListenerConfig is one listening socket.
 type ListenerConfig struct {
 	Name     string `yaml:"name"`
-	Protocol string `yaml:"protocol"` // "imap" or "smtp"
+	Protocol string `yaml:"protocol"` // a Protocol.Name
 	Address  string `yaml:"address"`
 	TLS      string `yaml:"tls"` // TLSImplicit or TLSStartTLS
 	// PublicHost and PublicPort are the name and port clients connect to
@@ -79,6 +81,23 @@ type ListenerConfig struct {
 	// outside ProxyTrustedNetworks, which it requires, are closed unread.
 	ProxyProtocol        bool     `yaml:"proxy_protocol"`
 	ProxyTrustedNetworks []string `yaml:"proxy_trusted_networks"`
+	// HandshakeTimeout bounds each TLS handshake, the implicit one and the one after
+	// STARTTLS (default DefaultHandshakeTimeout), within the pre-authentication time: a
+	// client that opens connections and stalls in the handshake holds a slot this long.
+	HandshakeTimeout config.Duration `yaml:"handshake_timeout"`
+}
+
+// DefaultHandshakeTimeout is ListenerConfig.HandshakeTimeout's default.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// HandshakeDeadline is when a TLS handshake that starts now must be done: the listener's
+// handshake timeout from now, or the pre-authentication deadline if that comes first.
+func (l ListenerConfig) HandshakeDeadline(preauth time.Time) time.Time {
+	d := time.Now().Add(l.HandshakeTimeout.Or(DefaultHandshakeTimeout))
+	if preauth.Before(d) {
+		return preauth
+	}
+	return d
 }
 
 // trustedNetworks parses ProxyTrustedNetworks; a bare address is a one-address network.
@@ -118,18 +137,18 @@ func (l ListenerConfig) Validate(prefix string) error {
 	if l.Name == "" {
 		errs = append(errs, fmt.Errorf("%s.name is required", prefix))
 	}
-	switch l.Protocol {
-	case "imap", "smtp":
-	case "":
-		errs = append(errs, fmt.Errorf("%s.protocol is required (imap or smtp)", prefix))
-	default:
-		errs = append(errs, fmt.Errorf("%s.protocol %q is not supported (imap or smtp)", prefix, l.Protocol))
+	// Which names are served is the program's protocol registry: it checks them.
+	if l.Protocol == "" {
+		errs = append(errs, fmt.Errorf("%s.protocol is required", prefix))
 	}
 	if _, _, err := net.SplitHostPort(l.Address); err != nil {
 		errs = append(errs, fmt.Errorf("%s.address %q: want host:port", prefix, l.Address))
 	}
 	if l.TLS != TLSImplicit && l.TLS != TLSStartTLS {
 		errs = append(errs, fmt.Errorf("%s.tls %q: want %q or %q", prefix, l.TLS, TLSImplicit, TLSStartTLS))
+	}
+	if l.HandshakeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.handshake_timeout %v: must not be negative", prefix, l.HandshakeTimeout))
 	}
 	if l.PublicPort < 0 || l.PublicPort > 65535 {
 		errs = append(errs, fmt.Errorf("%s.public_port %d out of range", prefix, l.PublicPort))

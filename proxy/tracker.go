@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,8 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/saslgate/saslgate/internal/metrics"
 )
 
 // ErrServerClosed is returned by a front end's Serve after Shutdown or Close.
@@ -52,14 +51,15 @@ type Accept struct {
 	Limits Limits
 	// Refusal is the protocol's answer to a connection over a limit (IMAP BYE, SMTP 421),
 	// sent before it is closed (inside TLS on an implicit-TLS listener, where a client could
-	// not read it in plain text); empty closes it without a word.
+	// not read it in plain text): a format whose one %s is the text naming the limit
+	// (refusalTexts); empty closes it without a word.
 	Refusal string
 	// TLSConfig is the listener's, for the refusal on an implicit-TLS listener.
 	TLSConfig *tls.Config
 	// Log receives refusals (once per address and minute at most) and accept errors.
 	Log *slog.Logger
-	// Metrics counts admitted and refused connections; nil counts nothing.
-	Metrics *metrics.Listener
+	// Observer counts admitted and refused connections; nil counts nothing.
+	Observer Observer
 }
 
 // Serve accepts on ln until Shutdown or Close and runs each connection's
@@ -133,14 +133,14 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 			if g.logged.allow(peer, time.Now()) {
 				g.log.Warn("connection refused: PROXY protocol peer not in proxy_trusted_networks", "remote", peer.String())
 			}
-			g.a.Metrics.Refused("proxy_untrusted")
+			g.a.refused("proxy_untrusted")
 			nc.Close()
 			return nil, nil
 		}
 		pc, err := acceptProxy(nc)
 		if err != nil {
 			g.log.Info("connection closed: PROXY protocol header", "remote", nc.RemoteAddr().String(), "reason", err)
-			g.a.Metrics.Refused("proxy_header")
+			g.a.refused("proxy_header")
 			nc.Close()
 			return nil, nil
 		}
@@ -151,20 +151,22 @@ func (g *gate) admit(nc net.Conn) (conn net.Conn, release func()) {
 		if g.logged.allow(ip, time.Now()) {
 			g.log.Warn("connection refused: limit reached", "remote", ip.String(), "limit", limit)
 		}
-		g.a.Metrics.Refused(limit)
+		g.a.refused(limit)
 		if g.a.Refusal != "" {
 			_ = nc.SetDeadline(time.Now().Add(refuseTimeout))
-			g.refuse(nc)
+			g.refuse(nc, limit)
 		}
 		nc.Close()
 		return nil, nil
 	}
-	g.a.Metrics.Accepted()
+	if g.a.Observer != nil {
+		g.a.Observer.Accepted()
+	}
 	return nc, func() { g.limits.release(ip) }
 }
 
-// refuse sends the refusal, inside TLS on an implicit-TLS listener.
-func (g *gate) refuse(nc net.Conn) {
+// refuse sends the refusal for limit, inside TLS on an implicit-TLS listener.
+func (g *gate) refuse(nc net.Conn, limit string) {
 	if g.a.Listener.TLS == TLSImplicit {
 		tc := tls.Server(nc, g.a.TLSConfig)
 		if tc.Handshake() != nil {
@@ -172,7 +174,14 @@ func (g *gate) refuse(nc net.Conn) {
 		}
 		nc = tc
 	}
-	_, _ = nc.Write([]byte(g.a.Refusal))
+	_, _ = fmt.Fprintf(nc, g.a.Refusal, refusalTexts[limit])
+}
+
+// refusalTexts say which connection limit a refused client hit: the address's own, which it
+// can do something about, or the server's.
+var refusalTexts = map[string]string{
+	"max_connections":        "Too many connections to this server, try again later",
+	"max_connections_per_ip": "Too many connections from your address",
 }
 
 // refuseTimeout bounds the refusal of a connection over a limit (TLS handshake included).
@@ -317,5 +326,11 @@ func (t *Tracker) abortAll() {
 	}
 	for nc := range t.pending {
 		nc.Close()
+	}
+}
+
+func (a *Accept) refused(reason string) {
+	if a.Observer != nil {
+		a.Observer.Refused(reason)
 	}
 }

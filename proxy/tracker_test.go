@@ -204,7 +204,7 @@ func TestTrackerConnectionLimits(t *testing.T) {
 	addrs := make(chan [2]string, 8)
 	a := Accept{
 		Limits:  Limits{MaxConnections: 3, MaxConnectionsPerIP: 2},
-		Refusal: "* BYE Too many connections\r\n",
+		Refusal: "* BYE %s\r\n",
 		Log:     slogDiscard(),
 	}
 	_, addr := serveAccept(t, a, addrs)
@@ -223,8 +223,8 @@ func TestTrackerConnectionLimits(t *testing.T) {
 	}
 	over := dial()
 	over.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if line, _ := bufio.NewReader(over).ReadString('\n'); line != "* BYE Too many connections\r\n" {
-		t.Errorf("third connection from one address got %q, want the refusal", line)
+	if line, _ := bufio.NewReader(over).ReadString('\n'); line != "* BYE Too many connections from your address\r\n" {
+		t.Errorf("third connection from one address got %q, want the per-address refusal", line)
 	}
 	// Closing one gives its place back.
 	open[0].Close()
@@ -237,5 +237,24 @@ func TestTrackerConnectionLimits(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("place not given back after a close")
 		}
+	}
+	// Two are open from 127.0.0.1; a third from 127.0.0.2 fills the listener; the next one
+	// from 127.0.0.2 hits the listener's own limit, and is told so, not that its address has
+	// too many.
+	dialFrom2 := func() net.Conn {
+		c, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	<-addrs // the one the loop left open
+	dialFrom2()
+	<-addrs
+	other := dialFrom2()
+	other.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, _ := bufio.NewReader(other).ReadString('\n'); line != "* BYE Too many connections to this server, try again later\r\n" {
+		t.Errorf("connection over max_connections got %q, want the server-wide refusal", line)
 	}
 }

@@ -102,8 +102,7 @@ func twinMain(args []string) error {
 			Listener:  l,
 			Config:    cfg.IMAP,
 			TLSConfig: store.TLSConfig(),
-			Validator: validator,
-			Secrets:   secrets,
+			Login:     &proxy.Login{Validator: validator, Secrets: secrets},
 			Limits:    cfg.Limits,
 			Logger:    logger,
 		}

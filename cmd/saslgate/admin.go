@@ -6,11 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/saslgate/saslgate/internal/metrics"
-	"github.com/saslgate/saslgate/proxy"
 )
 
 // backendDialTimeout bounds the readiness probe's TCP dial to each backend.
@@ -21,14 +19,11 @@ const backendDialTimeout = 2 * time.Second
 // backend a listener uses accepts a TCP connection.
 func readyChecks(cfg *fileConfig, v *live) []metrics.Check {
 	checks := []metrics.Check{{Name: "draining", Run: v.notDraining}, {Name: "issuers", Run: v.Ready}}
-	uses := func(protocol string) bool {
-		return slices.ContainsFunc(cfg.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == protocol })
-	}
-	if uses("imap") {
-		checks = append(checks, metrics.DialCheck("imap backend "+cfg.IMAP.Backend.Address, cfg.IMAP.Backend.Address, backendDialTimeout))
-	}
-	if uses("smtp") {
-		checks = append(checks, metrics.DialCheck("smtp backend "+cfg.SMTP.Backend.Address, cfg.SMTP.Backend.Address, backendDialTimeout))
+	for _, p := range protocols {
+		if cfg.uses(p.Name) {
+			addr := cfg.section(p).BackendConfig().Address
+			checks = append(checks, metrics.DialCheck(p.Name+" backend "+addr, addr, backendDialTimeout))
+		}
 	}
 	return checks
 }

@@ -28,7 +28,9 @@ import (
 	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
+	proxyimap "github.com/saslgate/saslgate/proxy/imap"
 	"github.com/saslgate/saslgate/proxy/sasl"
+	proxysmtp "github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -79,8 +81,10 @@ func adminEnv(t *testing.T) (*fileConfig, *demoissuer.Issuer) {
 			Issuer: issuerURL, Mode: "jwt", Audience: []string{"saslgate"}, UsernameClaim: "sub",
 		}}},
 		Admin: metrics.AdminConfig{Address: "127.0.0.1:0"},
+		Sections: map[string]proxy.Section{
+			"imap": &proxyimap.Config{Backend: backends.Config{Address: bln.Addr().String(), TLS: "none"}},
+		},
 	}
-	cfg.IMAP.Backend = backends.Config{Address: bln.Addr().String(), TLS: "none"}
 	return cfg, iss
 }
 
@@ -220,7 +224,7 @@ func TestAdminNotReady(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	cfg.Listeners = append(cfg.Listeners, proxy.ListenerConfig{Name: "smtps", Protocol: "smtp", Address: "127.0.0.1:0", TLS: proxy.TLSImplicit})
-	cfg.SMTP.Backend = backends.Config{Address: deadAddr, TLS: "none", Hostname: "gw.example"}
+	cfg.Sections["smtp"] = &proxysmtp.Config{Backend: backends.Config{Address: deadAddr, TLS: "none", Hostname: "gw.example"}}
 	g := startTestGateway(t, cfg)
 
 	code, body := httpGet(t, "http://"+g.addrs["admin"].String()+"/readyz")

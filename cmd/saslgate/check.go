@@ -8,8 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"github.com/saslgate/saslgate/internal/idpmeta"
 	"github.com/saslgate/saslgate/internal/probe"
 	"github.com/saslgate/saslgate/introspect"
-	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/discovery"
 	"github.com/saslgate/saslgate/tls/certs"
 )
@@ -66,22 +63,22 @@ func (r *report) result() error {
 	return nil
 }
 
-// backendCheck is one backend to reach; SMTP backends join the list as "smtp".
+// backendCheck is one backend to reach.
 type backendCheck struct {
-	protocol string // probe.IMAP or probe.SMTP
+	// protocol is the registered protocol's name, which is also the probe's name for it
+	// (probe.IMAP, probe.SMTP). What is checked of a backend (which AUTH it must offer,
+	// how to log in) stays keyed on the probe's names here until backends own their
+	// per-protocol checks (issue 16); a protocol the probe does not speak fails its check.
+	protocol string
 	cfg      backends.Config
 }
 
+// configuredBackends are the backends of the protocols the listeners serve, in registry order.
 func configuredBackends(cfg *fileConfig) []backendCheck {
 	var out []backendCheck
-	for _, proto := range []string{probe.IMAP, probe.SMTP} {
-		if !slices.ContainsFunc(cfg.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == proto }) {
-			continue
-		}
-		if proto == probe.IMAP {
-			out = append(out, backendCheck{proto, cfg.IMAP.Backend})
-		} else {
-			out = append(out, backendCheck{proto, cfg.SMTP.Backend})
+	for _, p := range protocols {
+		if cfg.uses(p.Name) {
+			out = append(out, backendCheck{p.Name, cfg.section(p).BackendConfig()})
 		}
 	}
 	return out
@@ -139,7 +136,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	if cfg.HTTP.Enabled() {
-		h, err := discovery.New(cfg.HTTP, cfg.Listeners, cfg.Tokens.Issuers, nil, nil)
+		h, err := discovery.New(cfg.HTTP, cfg.Listeners, protocols, cfg.Tokens.Issuers, nil, nil)
 		if err == nil {
 			r.ok("http", "%s announces %s", cfg.HTTP.Address, h)
 		} else {
@@ -183,7 +180,7 @@ func describeCertificate(s *certs.Store) string {
 func checkIssuer(ctx context.Context, r *report, ic introspect.IssuerConfig, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client, err := issuerHTTPClient(ic)
+	client, err := introspect.NewHTTPClient(ic)
 	if err != nil {
 		r.fail("issuer", fmt.Errorf("%s: %w", ic.Issuer, err))
 		return
@@ -245,7 +242,7 @@ func cmpOr(a, b string) string {
 // checkBackend connects to the backend as saslgate would (TLS verified), reads its greeting
 // and capabilities, and checks that the configured login method is offered.
 func checkBackend(ctx context.Context, b backendCheck) (string, error) {
-	tc, err := backendTLSConfig(b.cfg)
+	tc, err := b.cfg.TLSConfig()
 	if err != nil {
 		return "", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err)
 	}
@@ -284,30 +281,6 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 	return fmt.Sprintf("%s backend %s (tls %s): %s; offers login %s", b.protocol, b.cfg.Address, b.cfg.TLS, tlsNote, login), nil
 }
 
-// backendTLSConfig mirrors the backends package's client TLS settings: server_name (default
-// the host of address), ca_file added to the system roots, insecure_skip_verify.
-func backendTLSConfig(c backends.Config) (*tls.Config, error) {
-	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if tc.ServerName == "" {
-		tc.ServerName = hostOf(c.Address)
-	}
-	return tc, nil
-}
-
 func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSource, user string) error {
 	secret, err := secrets.Secret(ctx, user)
 	if err != nil {
@@ -343,12 +316,4 @@ func smtpOffers(exts []string, keyword, param string) bool {
 		}
 	}
 	return false
-}
-
-func hostOf(addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return host
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -17,8 +18,6 @@ import (
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/discovery"
-	"github.com/saslgate/saslgate/proxy/imap"
-	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -27,13 +26,28 @@ type fileConfig struct {
 	Log       logConfig              `yaml:"log"`
 	TLS       certs.Config           `yaml:"tls"`
 	Listeners []proxy.ListenerConfig `yaml:"listeners"`
-	IMAP      imap.Config            `yaml:"imap"`
-	SMTP      smtp.Config            `yaml:"smtp"`
 	Secrets   backends.SecretsConfig `yaml:"secrets"`
 	Tokens    introspect.Config      `yaml:"tokens"`
 	HTTP      discovery.Config       `yaml:"http"`
 	Limits    proxy.Limits           `yaml:"limits"`
 	Admin     metrics.AdminConfig    `yaml:"admin"`
+	// Sections are the protocol sections ("imap:", "smtp:"), by protocol name, each of the
+	// type its protocol's NewSection makes. They are not fields of the file's type: the
+	// registry decides which there are (decodeConfig).
+	Sections map[string]proxy.Section `yaml:"-"`
+}
+
+// uses reports whether a listener serves the protocol called name.
+func (c *fileConfig) uses(name string) bool {
+	return slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == name })
+}
+
+// section is p's section: the file's, or an empty one when the file has none.
+func (c *fileConfig) section(p proxy.Protocol) proxy.Section {
+	if s := c.Sections[p.Name]; s != nil {
+		return s
+	}
+	return p.NewSection()
 }
 
 type logConfig struct {
@@ -73,19 +87,58 @@ func loadConfig(path string) (*fileConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cfg fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	cfg, err := decodeConfig(data)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty configuration", path)
 		}
 		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	cfg.Tokens.Protocols = protocolNames()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: invalid configuration:\n%w", path, err)
 	}
-	return &cfg, nil
+	return cfg, nil
+}
+
+// decodeConfig decodes a configuration file strictly. Its protocol sections are the
+// registry's, so the file's type is built here: fileConfig inline, plus one field per
+// registered protocol, tagged with its name and of its section's type. The whole file is
+// then one Decode with KnownFields, which is where yaml.v3 reports unknown keys, with their
+// lines: a misspelt key inside a protocol section, and a section of a protocol this program
+// does not serve, are errors like any other. (Decoding through yaml.Node instead would lose
+// the check: Node.Decode has no KnownFields.)
+func decodeConfig(data []byte) (*fileConfig, error) {
+	fields := []reflect.StructField{{Name: "File", Type: reflect.TypeFor[fileConfig](), Tag: `yaml:",inline"`}}
+	for i, p := range protocols {
+		fields = append(fields, reflect.StructField{
+			Name: fmt.Sprintf("Protocol%d", i),
+			Type: reflect.TypeOf(p.NewSection()),
+			Tag:  reflect.StructTag(fmt.Sprintf("yaml:%q", p.Name)),
+		})
+	}
+	shape := reflect.StructOf(fields)
+	doc := reflect.New(shape).Elem()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(doc.Addr().Interface()); err != nil {
+		// An unknown top-level key is reported in the built type, which would print whole.
+		if msg := err.Error(); strings.Contains(msg, shape.String()) {
+			return nil, errors.New(strings.ReplaceAll(msg, shape.String(), reflect.TypeFor[fileConfig]().String()))
+		}
+		return nil, err
+	}
+	cfg := doc.Field(0).Addr().Interface().(*fileConfig)
+	cfg.Sections = make(map[string]proxy.Section, len(protocols))
+	for i, p := range protocols {
+		// A section absent (or empty: "imap:") stays nil, and is an empty one.
+		if f := doc.Field(i + 1); !f.IsZero() {
+			cfg.Sections[p.Name] = f.Interface().(proxy.Section)
+		} else {
+			cfg.Sections[p.Name] = p.NewSection()
+		}
+	}
+	return cfg, nil
 }
 
 // Validate checks every section and collects all problems.
@@ -97,18 +150,27 @@ func (c *fileConfig) Validate() error {
 	names := map[string]bool{}
 	for i, l := range c.Listeners {
 		errs = append(errs, l.Validate(fmt.Sprintf("listeners[%d]", i)))
+		if _, ok := lookupProtocol(l.Protocol); !ok && l.Protocol != "" {
+			errs = append(errs, fmt.Errorf("listeners[%d].protocol %q is not supported (want one of: %s)", i, l.Protocol, strings.Join(protocolNames(), ", ")))
+		}
 		if names[l.Name] {
 			errs = append(errs, fmt.Errorf("listeners[%d].name %q is used twice", i, l.Name))
 		}
 		names[l.Name] = true
 	}
-	// A protocol's section is required, and checked, only when a listener serves it.
-	if slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == "imap" }) {
-		errs = append(errs, c.IMAP.Validate())
-	}
-	if slices.ContainsFunc(c.Listeners, func(l proxy.ListenerConfig) bool { return l.Protocol == "smtp" }) {
-		errs = append(errs, c.SMTP.Validate())
-	}
+	errs = append(errs, c.validateSections()...)
 	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate())
 	return errors.Join(errs...)
+}
+
+// validateSections checks the protocol sections. A protocol's section is required, and
+// checked, only when a listener serves it.
+func (c *fileConfig) validateSections() []error {
+	var errs []error
+	for _, p := range protocols {
+		if c.uses(p.Name) {
+			errs = append(errs, c.section(p).Validate())
+		}
+	}
+	return errs
 }

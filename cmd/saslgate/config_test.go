@@ -14,7 +14,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Listeners) != 4 || cfg.IMAP.Backend.Address != "127.0.0.1:143" || cfg.SMTP.Backend.Address != "127.0.0.1:587" || cfg.Tokens.Issuers[0].UsernameClaim != "email" {
+	if len(cfg.Listeners) != 4 || cfg.Sections["imap"].BackendConfig().Address != "127.0.0.1:143" || cfg.Sections["smtp"].BackendConfig().Address != "127.0.0.1:587" || cfg.Tokens.Issuers[0].UsernameClaim != "email" {
 		t.Errorf("example decoded to unexpected values: %+v", cfg)
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
+	proxyimap "github.com/saslgate/saslgate/proxy/imap"
+	proxysmtp "github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -120,12 +122,22 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
 		return err
 	}
+	// The demo's backends are an IMAP server and a submission server: it serves those two
+	// front ends, by their registrations.
+	imapName, smtpName := proxyimap.Protocol.Name, proxysmtp.Protocol.Name
 	cfg := &fileConfig{
 		Listeners: []proxy.ListenerConfig{
-			{Name: "imaps", Protocol: "imap", Address: *imaps, TLS: proxy.TLSImplicit},
-			{Name: "imap", Protocol: "imap", Address: *imapSTARTTLS, TLS: proxy.TLSStartTLS},
-			{Name: "smtps", Protocol: "smtp", Address: *smtps, TLS: proxy.TLSImplicit},
-			{Name: "submission", Protocol: "smtp", Address: *submission, TLS: proxy.TLSStartTLS},
+			{Name: "imaps", Protocol: imapName, Address: *imaps, TLS: proxy.TLSImplicit},
+			{Name: "imap", Protocol: imapName, Address: *imapSTARTTLS, TLS: proxy.TLSStartTLS},
+			{Name: "smtps", Protocol: smtpName, Address: *smtps, TLS: proxy.TLSImplicit},
+			{Name: "submission", Protocol: smtpName, Address: *submission, TLS: proxy.TLSStartTLS},
+		},
+		Sections: map[string]proxy.Section{
+			imapName: &proxyimap.Config{Backend: backends.Config{Address: backendLn.Addr().String(), TLS: "none"}},
+			smtpName: &proxysmtp.Config{
+				Backend:  backends.Config{Address: smtpLn.Addr().String(), TLS: "none", Hostname: "saslgate-demo.localhost"},
+				Hostname: "saslgate-demo.localhost",
+			},
 		},
 		Secrets: backends.SecretsConfig{Source: "hmac", HMACKeyFile: keyFile},
 		Tokens: introspect.Config{Issuers: []introspect.IssuerConfig{{
@@ -133,12 +145,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Mode:          "jwt",
 			Audience:      []string{"saslgate"},
 			UsernameClaim: "sub",
-		}}},
+		}}, Protocols: protocolNames()},
 	}
-	cfg.IMAP.Backend = backends.Config{Address: backendLn.Addr().String(), TLS: "none"}
-	cfg.SMTP.Backend = backends.Config{Address: smtpLn.Addr().String(), TLS: "none", Hostname: "saslgate-demo.localhost"}
-	cfg.SMTP.Hostname = "saslgate-demo.localhost"
-	if err := errors.Join(cfg.Secrets.Validate(), cfg.Tokens.Validate(), cfg.IMAP.Validate(), cfg.SMTP.Validate()); err != nil {
+	if err := errors.Join(append(cfg.validateSections(), cfg.Secrets.Validate(), cfg.Tokens.Validate())...); err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
 	}
 	g, err := startGateway(ctx, cfg, certs.FromCertificate(cert), logger)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -41,7 +40,8 @@ func (s *demoSession) AuthMechanisms() []string { return []string{gosasl.Plain} 
 func (s *demoSession) Auth(string) (gosasl.Server, error) {
 	return gosasl.NewPlainServer(func(_, user, pass string) error {
 		if _, ok := s.d.mailboxes[user]; !ok || backends.DeriveSecret(s.d.key, user).Reveal() != pass {
-			return errors.New("invalid credentials")
+			// RFC 4954 §6: a refusal, not a temporary failure (a plain error would be 454).
+			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 		}
 		s.user = user
 		return nil

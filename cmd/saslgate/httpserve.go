@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/saslgate/saslgate/internal/idpmeta"
@@ -25,7 +22,7 @@ func startHTTP(cfg *fileConfig, store *certs.Store, logger *slog.Logger, errc ch
 	if !cfg.HTTP.Enabled() {
 		return nil, nil, nil
 	}
-	h, err := discovery.New(cfg.HTTP, cfg.Listeners, cfg.Tokens.Issuers, issuerMetadata, logger)
+	h, err := discovery.New(cfg.HTTP, cfg.Listeners, protocols, cfg.Tokens.Issuers, issuerMetadata, logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("http: %w", err)
 	}
@@ -65,7 +62,7 @@ func startHTTP(cfg *fileConfig, store *certs.Store, logger *slog.Logger, errc ch
 
 // issuerMetadata reads an issuer's metadata with the issuer's own TLS settings.
 func issuerMetadata(ctx context.Context, ic introspect.IssuerConfig) (*idpmeta.Metadata, error) {
-	c, err := issuerHTTPClient(ic)
+	c, err := introspect.NewHTTPClient(ic)
 	if err != nil {
 		return nil, err
 	}
@@ -77,25 +74,4 @@ func discoveryURL(ic introspect.IssuerConfig) string {
 		return ic.DiscoveryURL
 	}
 	return idpmeta.DiscoveryURL(ic.Issuer)
-}
-
-// issuerHTTPClient is an HTTP client honouring an issuer's ca_file, insecure_skip_verify and
-// timeout, as the gateway's validator does.
-func issuerHTTPClient(ic introspect.IssuerConfig) (*http.Client, error) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	if ic.CAFile != "" || ic.InsecureSkipVerify {
-		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: ic.InsecureSkipVerify}
-	}
-	if ic.CAFile != "" {
-		pem, err := os.ReadFile(ic.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates", ic.CAFile)
-		}
-		t.TLSClientConfig.RootCAs = pool
-	}
-	return &http.Client{Transport: t, Timeout: ic.Timeout.Or(introspect.DefaultTimeout)}, nil
 }

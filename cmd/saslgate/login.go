@@ -107,7 +107,7 @@ func loginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *caFile != "" {
 		ic.CAFile, ic.InsecureSkipVerify = *caFile, false
 	}
-	client, err := issuerHTTPClient(ic)
+	client, err := introspect.NewHTTPClient(ic)
 	if err != nil {
 		return err
 	}
@@ -129,11 +129,9 @@ func defaultLoginScopes(ic introspect.IssuerConfig) []string {
 	if ic.Issuer == "" {
 		return append(scopes, "email")
 	}
-	for _, proto := range []string{"imap", "smtp"} {
-		for _, s := range ic.Scopes[proto] {
-			if !slices.Contains(scopes, s) {
-				scopes = append(scopes, s)
-			}
+	for _, s := range ic.RequiredScopes() {
+		if !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
 		}
 	}
 	return scopes

@@ -69,9 +69,9 @@ func (l *live) build(ctx context.Context, cfg *fileConfig, logger *slog.Logger) 
 
 // reload applies the configuration file at path to the running gateway (SIGHUP): the tokens
 // section (issuers, policy; the validation cache starts empty), the secrets section and the
-// TLS certificate, all or nothing. Sections that need new sockets or sessions (listeners,
-// imap, smtp, limits, http, log) are compared and reported as needing a restart. A file that
-// does not load is rejected and the running configuration kept.
+// TLS certificate, all or nothing. Sections that need new sockets or sessions (listeners, the
+// protocol sections, limits, http, log) are compared and reported as needing a restart. A
+// file that does not load is rejected and the running configuration kept.
 func reload(ctx context.Context, path string, running *fileConfig, l *live, store *certs.Store, logger *slog.Logger) (*fileConfig, error) {
 	cfg, err := loadConfig(path)
 	if err != nil {
@@ -87,15 +87,19 @@ func reload(ctx context.Context, path string, running *fileConfig, l *live, stor
 	old := l.validator.Swap(v)
 	l.secrets.Store(s)
 	old.Close()
-	var restart []string
-	for _, sec := range []struct {
+	type section struct {
 		name     string
 		old, new any
-	}{
-		{"listeners", running.Listeners, cfg.Listeners}, {"imap", running.IMAP, cfg.IMAP},
-		{"smtp", running.SMTP, cfg.SMTP}, {"limits", running.Limits, cfg.Limits},
-		{"http", running.HTTP, cfg.HTTP}, {"log", running.Log, cfg.Log},
-	} {
+	}
+	sections := []section{{"listeners", running.Listeners, cfg.Listeners}}
+	for _, p := range protocols {
+		sections = append(sections, section{p.Name, running.section(p), cfg.section(p)})
+	}
+	sections = append(sections, []section{
+		{"limits", running.Limits, cfg.Limits}, {"http", running.HTTP, cfg.HTTP}, {"log", running.Log, cfg.Log},
+	}...)
+	var restart []string
+	for _, sec := range sections {
 		if !reflect.DeepEqual(sec.old, sec.new) {
 			restart = append(restart, sec.name)
 		}

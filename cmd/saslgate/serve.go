@@ -17,8 +17,6 @@ import (
 	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/imap"
-	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
 
@@ -69,16 +67,10 @@ wait:
 	return errors.Join(err, g.shutdown(sctx))
 }
 
-// server is what each protocol front end provides (proxy/imap, proxy/smtp).
-type server interface {
-	Serve(ln net.Listener) error
-	Shutdown(ctx context.Context) error
-}
-
 // gateway is a running set of listeners.
 type gateway struct {
 	live    *live // token validation and secrets, replaced by reload
-	servers []server
+	servers []proxy.Server
 	http    *http.Server        // client auto-configuration; nil when not configured
 	admin   *http.Server        // /metrics, /healthz, /readyz; nil when not configured
 	addrs   map[string]net.Addr // listener name (and "http", "admin") → bound address
@@ -92,7 +84,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	var m *metrics.Metrics
 	var vopts []introspect.Option
 	if cfg.Admin.Enabled() {
-		m = metrics.New()
+		m = metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 		vopts = append(vopts, introspect.WithObserver(m))
 	}
 	lv, err := newLive(ctx, cfg, logger, vopts...)
@@ -100,16 +92,21 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		return nil, err
 	}
 	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
-	// One failed-authentication record for all listeners: a client guessing on 993 is
-	// slowed on 465 too.
-	var authLimiter proxy.AuthLimiter
+	// One login pipeline for all listeners: a client guessing on 993 is slowed on 465 too,
+	// and a backend's refusal is remembered whichever door the user came through.
+	login := &proxy.Login{Validator: lv, Secrets: lv}
 	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {
-		authLimiter = fl
+		login.Limiter = fl
 	}
 	var lns []net.Listener
 	for _, l := range cfg.Listeners {
+		p, ok := lookupProtocol(l.Protocol)
 		// client_ca_file is read here so that a bad one stops the start, not one listener.
-		if _, err := l.ServerTLS(store.TLSConfig()); err != nil {
+		_, err := l.ServerTLS(store.TLSConfig())
+		if !ok {
+			err = fmt.Errorf("listener %s: protocol %q is not supported", l.Name, l.Protocol)
+		}
+		if err != nil {
 			for _, ln := range lns {
 				ln.Close()
 			}
@@ -124,32 +121,15 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		}
 		lns = append(lns, ln)
 		g.addrs[l.Name] = ln.Addr()
-		switch l.Protocol {
-		case "imap":
-			g.servers = append(g.servers, &imap.Server{
-				Listener:    l,
-				Config:      cfg.IMAP,
-				TLSConfig:   store.TLSConfig(),
-				Validator:   lv,
-				Secrets:     lv,
-				Limits:      cfg.Limits,
-				AuthLimiter: authLimiter,
-				Logger:      logger,
-				Metrics:     m,
-			})
-		case "smtp":
-			g.servers = append(g.servers, &smtp.Server{
-				Listener:    l,
-				Config:      cfg.SMTP,
-				TLSConfig:   store.TLSConfig(),
-				Validator:   lv,
-				Secrets:     lv,
-				Limits:      cfg.Limits,
-				AuthLimiter: authLimiter,
-				Logger:      logger,
-				Metrics:     m,
-			})
-		}
+		g.servers = append(g.servers, p.NewServer(proxy.ServerDeps{
+			Listener:  l,
+			Section:   cfg.section(p),
+			TLSConfig: store.TLSConfig(),
+			Login:     login,
+			Limits:    cfg.Limits,
+			Logger:    logger,
+			Observer:  observer(m, l),
+		}))
 	}
 	httpSrv, httpAddr, err := startHTTP(cfg, store, logger, g.errc)
 	if err != nil {
@@ -215,4 +195,17 @@ func (g *gateway) shutdown(ctx context.Context) error {
 		}
 	}
 	return errors.Join(all...)
+}
+
+var (
+	_ introspect.Observer = (*metrics.Metrics)(nil)
+	_ proxy.Observer      = (*metrics.Listener)(nil)
+)
+
+// observer is the listener's metrics, or nil (no metrics) when m is nil.
+func observer(m *metrics.Metrics, l proxy.ListenerConfig) proxy.Observer {
+	if m == nil {
+		return nil
+	}
+	return m.Listener(l.Name, l.Protocol)
 }

@@ -16,13 +16,13 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/internal/probe"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
-const tokenUsage = `usage: saslgate token verify --config FILE [--protocol imap,smtp] [--user AUTHZID] [--login] [TOKEN|-]
+// tokenUsage is the help of token verify; --protocol takes registered protocol names.
+var tokenUsage = `usage: saslgate token verify --config FILE [--protocol ` + strings.Join(protocolNames(), ",") + `] [--user AUTHZID] [--login] [TOKEN|-]
 
 Validates an access token exactly as the gateway would (issuer keys, RFC 9068 checks,
 audience, scopes per protocol, username mapping, authzid), prints each check's outcome and
@@ -42,7 +42,7 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, tokenUsage+"\n"); fs.PrintDefaults() }
 	path := fs.String("config", "/etc/saslgate/saslgate.yaml", "configuration `file`")
-	protocols := fs.String("protocol", "", "comma-separated `protocols` to check (default: those of the configured listeners)")
+	protoFlag := fs.String("protocol", "", "comma-separated `protocols` to check (default: those of the configured listeners)")
 	authzid := fs.String("user", "", "check the SASL authorization identity `AUTHZID` (a= / user=) against the token's user")
 	login := fs.Bool("login", false, "also log in to the backend as the mapped user")
 	verbose := fs.Bool("v", false, "log the validator's requests to the identity provider")
@@ -74,10 +74,11 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	r := &report{w: stdout}
 	r.ok("token", "%s", describeToken(token))
 	protos := listenerProtocols(cfg)
-	if *protocols != "" {
-		protos = strings.Split(*protocols, ",")
+	if *protoFlag != "" {
+		protos = strings.Split(*protoFlag, ",")
 	}
 	var user string
+	var accepted []string // the protocols the token is good for: only those are logged in to
 	for _, proto := range protos {
 		// The same call the listeners make, with no host/port kvpairs and no binding.
 		id, err := proxy.Authorize(ctx, v, proxy.ListenerConfig{}, proxy.Conn{}, proto, sasl.Credentials{
@@ -88,6 +89,7 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			continue
 		}
 		user = id.User
+		accepted = append(accepted, proto)
 		exp := "no expiry given"
 		if !id.Expiry.IsZero() {
 			exp = "expires " + id.Expiry.UTC().Format(time.RFC3339) + " (in " + time.Until(id.Expiry).Round(time.Second).String() + ")"
@@ -103,7 +105,7 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		r.check("secret", err, "backend secret for %s found (source %s)", user, cfg.Secrets.Source)
 		if *login && err == nil {
 			for _, b := range configuredBackends(cfg) {
-				if !slices.Contains(protos, b.protocol) {
+				if !slices.Contains(accepted, b.protocol) {
 					continue
 				}
 				err := backendLogin(ctx, b, fixedSecret{user, secret}, user)
@@ -128,16 +130,15 @@ func (f fixedSecret) Secret(_ context.Context, user string) (backends.Secret, er
 	return f.secret, nil
 }
 
-// verdict phrases an Authorize error as the client would see it: the RFC 7628 status, then
-// the reason from the logs.
+// verdict phrases an Authorize error as the client would see it, from the same
+// classification the listeners answer from: the RFC 7628 status, then the reason.
 func verdict(err error) error {
-	var f *sasl.Failure
-	switch {
-	case errors.As(err, &f) && f.Scope != "":
-		return fmt.Errorf("%s (needs scope %q): %v", f.Status, f.Scope, f.Err)
-	case errors.As(err, &f):
-		return fmt.Errorf("%s: %v", f.Status, f.Err)
-	case errors.Is(err, introspect.ErrTemporary):
+	switch o := proxy.Classify(err); {
+	case o.Kind == proxy.Refused && o.Failure.Scope != "":
+		return fmt.Errorf("%s (needs scope %q): %v", o.Result(), o.Failure.Scope, o.Failure.Err)
+	case o.Kind == proxy.Refused:
+		return fmt.Errorf("%s: %v", o.Result(), o.Failure.Err)
+	case o.Kind == proxy.IdPUnavailable:
 		return fmt.Errorf("temporary failure (clients would see NO [UNAVAILABLE] / 454): %v", err)
 	}
 	return err
@@ -151,8 +152,8 @@ func listenerProtocols(cfg *fileConfig) []string {
 			out = append(out, l.Protocol)
 		}
 	}
-	if len(out) == 0 {
-		out = []string{probe.IMAP}
+	if len(out) == 0 { // not from loadConfig, which requires a listener
+		out = protocolNames()
 	}
 	return out
 }

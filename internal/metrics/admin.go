@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -17,8 +18,15 @@ import (
 // /healthz and /readyz, meant for a private address (loopback, a pod network), never a mail
 // port. It has no authentication and no TLS.
 type AdminConfig struct {
-	// Address is host:port to listen on; empty disables the listener.
+	// Address is host:port to listen on; empty disables the listener. The host must be a
+	// loopback or private address (127.0.0.0/8, ::1, 10/8, 172.16/12, 192.168/16, fc00::/7,
+	// link-local) or "localhost", unless InsecurePublicAddress is set.
 	Address string `yaml:"address"`
+	// InsecurePublicAddress allows any other host, all interfaces ("0.0.0.0", "[::]", "")
+	// included: the metrics and readiness of the gateway, unauthenticated, for anyone who can
+	// reach the address. Set it only where the network itself is private (a container's or
+	// pod's network, behind a firewall).
+	InsecurePublicAddress bool `yaml:"insecure_public_address"`
 }
 
 // Enabled reports whether the admin listener is configured.
@@ -29,8 +37,16 @@ func (c AdminConfig) Validate() error {
 	if c.Address == "" {
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+	host, _, err := net.SplitHostPort(c.Address)
+	if err != nil {
 		return fmt.Errorf("admin.address %q: want host:port", c.Address)
+	}
+	if c.InsecurePublicAddress || host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast()) {
+		return fmt.Errorf("admin.address %q: the admin listener has no authentication; bind it to a loopback or private address, or set admin.insecure_public_address: true where the network is private", c.Address)
 	}
 	return nil
 }

@@ -1,16 +1,11 @@
 package metrics
 
 import (
-	"errors"
-	"sync/atomic"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/introspect"
-	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
 // Metric names: stable, part of saslgate's interface (dashboards and alerts use them).
@@ -29,24 +24,25 @@ const (
 )
 
 // Label values. Every label has a closed set of values (listener and issuer names come from
-// the configuration), so no client can grow the series count.
+// the configuration; mechanisms and authentication results from Labels), so no client can
+// grow the series count.
 var (
 	// RefusalReasons are the reason label values of NameConnectionsRefused.
 	RefusalReasons = []string{"max_connections", "max_connections_per_ip", "proxy_untrusted", "proxy_header"}
-	// Mechanisms are the mechanism label values of NameAuth; anything else counts as "other".
-	Mechanisms = []string{sasl.OAuthBearer, sasl.XOAuth2, "LOGIN", "other"}
-	// AuthResults are the result label values of NameAuth (see AuthResult).
-	AuthResults = []string{
-		"success",
-		sasl.StatusInvalidToken, sasl.StatusInsufficientScope, sasl.StatusInvalidRequest,
-		"malformed", "unavailable", "backend_rejected", "backend_unavailable", "delayed", "error",
-	}
 	// ValidationModes are the mode label values of NameTokenValidation: the issuer mode that
 	// decided, or "none" when the token was refused before reaching an issuer.
 	ValidationModes = []string{"jwt", "introspection", "userinfo", "none"}
 	// BackendFailures are the reason label values of NameBackendLoginFailures.
 	BackendFailures = []string{"unavailable", "rejected", "unknown_user", "error"}
 )
+
+// Labels are the label values the emitting packages define: the SASL mechanisms the front
+// ends report (anything else counts as "other") and the authentication results (anything else
+// counts as the last one).
+type Labels struct {
+	Mechanisms []string
+	Results    []string
+}
 
 // Metrics holds saslgate's metrics in a registry of its own. Its methods are safe for
 // concurrent use, and do nothing on a nil *Metrics.
@@ -67,14 +63,17 @@ type Metrics struct {
 
 	// validationObs are the latency children, resolved once: [mode][cached].
 	validationObs [][2]prometheus.Observer
+
+	mechanisms, results []string // the auth label values, from Labels
 }
 
-var _ introspect.Observer = (*Metrics)(nil)
-
 // New returns Metrics registered, with Go runtime and process collectors, in a new registry.
-func New() *Metrics {
+// labels are the mechanism and result label values of NameAuth.
+func New(labels Labels) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		mechanisms: append(slices.Clone(labels.Mechanisms), "other"),
+		results:    slices.Clone(labels.Results),
+		reg:        prometheus.NewRegistry(),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameConnectionsAccepted,
 			Help: "Connections accepted by a listener (PROXY header read, within the connection limits).",
@@ -176,22 +175,24 @@ func (m *Metrics) ObserveIdPRequest(issuer, kind string, failed bool) {
 	}
 }
 
-// Listener is the metrics of one listener, their label values resolved once. Its methods are
-// safe for concurrent use and do nothing on a nil *Listener.
+// Listener is the metrics of one listener, their label values resolved once. It implements
+// the front ends' observer (proxy.Observer); its methods are safe for concurrent use and do
+// nothing on a nil *Listener.
 type Listener struct {
 	accepted     prometheus.Counter
 	refused      []prometheus.Counter // by RefusalReasons
 	preauth      prometheus.Gauge
 	authed       prometheus.Gauge
-	auth         [][]prometheus.Counter // by Mechanisms, then AuthResults
+	mechanisms   []string
+	results      []string
+	auth         [][]prometheus.Counter // by mechanisms, then results
 	delays       prometheus.Counter
 	backendLogin prometheus.Observer
 	backendFail  []prometheus.Counter // by BackendFailures
 	up, down     prometheus.Counter
 }
 
-// Listener returns the metrics of the listener name serving protocol ("imap" or "smtp"), or
-// nil when m is nil.
+// Listener returns the metrics of the listener name serving protocol, or nil when m is nil.
 func (m *Metrics) Listener(name, protocol string) *Listener {
 	if m == nil {
 		return nil
@@ -200,6 +201,8 @@ func (m *Metrics) Listener(name, protocol string) *Listener {
 		accepted:     m.accepted.WithLabelValues(name, protocol),
 		preauth:      m.sessions.WithLabelValues(name, protocol, "preauth"),
 		authed:       m.sessions.WithLabelValues(name, protocol, "authenticated"),
+		mechanisms:   m.mechanisms,
+		results:      m.results,
 		delays:       m.delays.WithLabelValues(name, protocol),
 		backendLogin: m.backendLogin.WithLabelValues(protocol),
 		up:           m.relayed.WithLabelValues(name, protocol, "up"),
@@ -208,9 +211,9 @@ func (m *Metrics) Listener(name, protocol string) *Listener {
 	for _, r := range RefusalReasons {
 		l.refused = append(l.refused, m.refused.WithLabelValues(name, protocol, r))
 	}
-	for _, mech := range Mechanisms {
-		row := make([]prometheus.Counter, 0, len(AuthResults))
-		for _, r := range AuthResults {
+	for _, mech := range m.mechanisms {
+		row := make([]prometheus.Counter, 0, len(m.results))
+		for _, r := range m.results {
 			row = append(row, m.auth.WithLabelValues(name, protocol, mech, r))
 		}
 		l.auth = append(l.auth, row)
@@ -233,11 +236,8 @@ func (l *Listener) Refused(reason string) {
 	if l == nil {
 		return
 	}
-	for i, r := range RefusalReasons {
-		if r == reason {
-			l.refused[i].Inc()
-			return
-		}
+	if i := slices.Index(RefusalReasons, reason); i >= 0 {
+		l.refused[i].Inc()
 	}
 }
 
@@ -248,57 +248,35 @@ func (l *Listener) AuthDelayed() {
 	}
 }
 
-// AuthSucceeded counts a successful authentication with mech.
-func (l *Listener) AuthSucceeded(mech string) { l.auth1(mech, 0) }
-
-// AuthFailed counts a failed authentication with mech; err is what failed it (AuthResult).
-func (l *Listener) AuthFailed(mech string, err error) {
-	if l == nil {
+// Authenticated counts one authentication attempt by mechanism and result.
+func (l *Listener) Authenticated(mech, result string) {
+	if l == nil || len(l.results) == 0 {
 		return
 	}
-	r := AuthResult(err)
-	for j, name := range AuthResults {
-		if name == r {
-			l.auth1(mech, j)
-			return
-		}
+	i := slices.Index(l.mechanisms, mech)
+	if i < 0 {
+		i = len(l.mechanisms) - 1 // other
 	}
+	j := slices.Index(l.results, result)
+	if j < 0 {
+		j = len(l.results) - 1
+	}
+	l.auth[i][j].Inc()
 }
 
-func (l *Listener) auth1(mech string, result int) {
-	if l == nil {
-		return
-	}
-	i := len(Mechanisms) - 1
-	switch mech {
-	case sasl.OAuthBearer:
-		i = 0
-	case sasl.XOAuth2:
-		i = 1
-	case "LOGIN":
-		i = 2
-	}
-	l.auth[i][result].Inc()
-}
-
-// BackendLogin records a backend dial and login that took d and failed with err (nil: it
-// succeeded).
-func (l *Listener) BackendLogin(d time.Duration, err error) {
+// BackendLogin records a backend dial and login that took d; result is "" when it succeeded,
+// else one of BackendFailures.
+func (l *Listener) BackendLogin(d time.Duration, result string) {
 	if l == nil {
 		return
 	}
 	l.backendLogin.Observe(d.Seconds())
-	if err == nil {
+	if result == "" {
 		return
 	}
-	i := 3 // error
-	switch {
-	case errors.Is(err, backends.ErrUnavailable):
-		i = 0
-	case errors.Is(err, backends.ErrRejected):
-		i = 1
-	case errors.Is(err, backends.ErrUnknownUser):
-		i = 2
+	i := slices.Index(BackendFailures, result)
+	if i < 0 {
+		i = len(BackendFailures) - 1
 	}
 	l.backendFail[i].Inc()
 }
@@ -316,79 +294,28 @@ func (l *Listener) Relayed(up, down int64) {
 	}
 }
 
-// ErrDelayed is what AuthFailed is given when the failed-authentication delay would outlast
-// the pre-authentication timeout, so the attempt was refused unanswered.
-var ErrDelayed = errors.New("metrics: authentication delay outlasts the pre-authentication timeout")
+// SessionStarted counts a new connection as pre-authentication.
+func (l *Listener) SessionStarted() {
+	if l != nil {
+		l.preauth.Inc()
+	}
+}
 
-// AuthResult is the result label of a failed authentication: the RFC 7628 status of a
-// *sasl.Failure, or what kind of trouble err is. It is the one place where the errors of
-// proxy, introspect and backends meet the metric.
-func AuthResult(err error) string {
-	var f *sasl.Failure
+// SessionAuthenticated moves one session from pre-authentication to authenticated.
+func (l *Listener) SessionAuthenticated() {
+	if l != nil {
+		l.preauth.Dec()
+		l.authed.Inc()
+	}
+}
+
+// SessionEnded takes a session out of the gauges; authenticated says which one it was in.
+func (l *Listener) SessionEnded(authenticated bool) {
 	switch {
-	case err == nil:
-		return "success"
-	case errors.As(err, &f):
-		switch f.Status {
-		case sasl.StatusInsufficientScope, sasl.StatusInvalidRequest:
-			return f.Status
-		}
-		return sasl.StatusInvalidToken
-	case errors.Is(err, ErrDelayed):
-		return "delayed"
-	case errors.Is(err, sasl.ErrMalformed):
-		return "malformed"
-	case errors.Is(err, introspect.ErrTemporary):
-		return "unavailable"
-	case errors.Is(err, backends.ErrRejected), errors.Is(err, backends.ErrUnknownUser):
-		return "backend_rejected"
-	case errors.Is(err, backends.ErrUnavailable):
-		return "backend_unavailable"
-	}
-	return "error"
-}
-
-// Session is one connection in the active-sessions gauges: pre-authentication until
-// Authenticated, gone at End.
-type Session struct {
-	l     *Listener
-	state atomic.Int32
-}
-
-const (
-	statePreauth int32 = iota + 1
-	stateAuthed
-	stateEnded
-)
-
-// StartSession counts a new connection as pre-authentication; it returns nil when l is nil.
-func (l *Listener) StartSession() *Session {
-	if l == nil {
-		return nil
-	}
-	l.preauth.Inc()
-	s := &Session{l: l}
-	s.state.Store(statePreauth)
-	return s
-}
-
-// Authenticated moves the session to the authenticated state.
-func (s *Session) Authenticated() {
-	if s != nil && s.state.CompareAndSwap(statePreauth, stateAuthed) {
-		s.l.preauth.Dec()
-		s.l.authed.Inc()
-	}
-}
-
-// End takes the session out of the gauges; later calls do nothing.
-func (s *Session) End() {
-	if s == nil {
-		return
-	}
-	switch s.state.Swap(stateEnded) {
-	case statePreauth:
-		s.l.preauth.Dec()
-	case stateAuthed:
-		s.l.authed.Dec()
+	case l == nil:
+	case authenticated:
+		l.authed.Dec()
+	default:
+		l.preauth.Dec()
 	}
 }

@@ -17,10 +17,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/metrics/metricstest"
 	"github.com/saslgate/saslgate/introspect"
-	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
 // Tests and the demo leave metrics out: every method must do nothing on nil.
@@ -34,60 +32,44 @@ func TestNilRecordsNothing(t *testing.T) {
 	}
 	l.Accepted()
 	l.Refused("max_connections")
-	l.AuthSucceeded("XOAUTH2")
-	l.AuthFailed("XOAUTH2", errors.New("x"))
+	l.Authenticated("XOAUTH2", "success")
 	l.AuthDelayed()
-	l.BackendLogin(time.Second, backends.ErrRejected)
+	l.BackendLogin(time.Second, "rejected")
 	l.Relayed(1, 2)
-	s := l.StartSession()
-	s.Authenticated()
-	s.End()
+	l.SessionStarted()
+	l.SessionAuthenticated()
+	l.SessionEnded(true)
+}
+
+// testLabels are the label values the proxy package defines (copied: this package imports none
+// of saslgate's domain packages).
+var testLabels = Labels{
+	Mechanisms: []string{"OAUTHBEARER", "XOAUTH2", "LOGIN"},
+	Results: []string{"success", "invalid_token", "insufficient_scope", "invalid_request",
+		"malformed", "unavailable", "backend_rejected", "backend_unavailable", "delayed", "error"},
 }
 
 // IdPKinds are the kind label values introspect reports.
 var IdPKinds = []string{introspect.IdPDiscovery, introspect.IdPJWKS, introspect.IdPIntrospection, introspect.IdPUserinfo}
 
-func TestAuthResult(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{nil, "success"},
-		{&sasl.Failure{Status: sasl.StatusInvalidToken}, "invalid_token"},
-		{fmt.Errorf("wrapped: %w", &sasl.Failure{Status: sasl.StatusInsufficientScope}), "insufficient_scope"},
-		{&sasl.Failure{Status: sasl.StatusInvalidRequest}, "invalid_request"},
-		{&sasl.Failure{Status: "something new"}, "invalid_token"},
-		{fmt.Errorf("x: %w", sasl.ErrMalformed), "malformed"},
-		{&introspect.Error{Kind: introspect.ErrTemporary}, "unavailable"},
-		{fmt.Errorf("x: %w", backends.ErrRejected), "backend_rejected"},
-		{backends.ErrUnknownUser, "backend_rejected"},
-		{fmt.Errorf("x: %w", backends.ErrUnavailable), "backend_unavailable"},
-		{ErrDelayed, "delayed"},
-		{context.Canceled, "error"},
-	} {
-		if got := AuthResult(c.err); got != c.want {
-			t.Errorf("AuthResult(%v) = %q, want %q", c.err, got, c.want)
-		}
-	}
-}
-
 func TestListener(t *testing.T) {
-	m := New()
+	m := New(testLabels)
 	l := m.Listener("imaps", "imap")
 	reg := m.Registry()
 	l.Accepted()
 	l.Refused("max_connections_per_ip")
 	l.Refused("not a reason") // not counted, no new series
-	l.AuthSucceeded("OAUTHBEARER")
-	l.AuthFailed("SCRAM-SHA-1", &sasl.Failure{Status: sasl.StatusInvalidToken})
-	l.BackendLogin(10*time.Millisecond, nil)
-	l.BackendLogin(10*time.Millisecond, fmt.Errorf("dial: %w", backends.ErrUnavailable))
+	l.Authenticated("OAUTHBEARER", "success")
+	l.Authenticated("SCRAM-SHA-1", "invalid_token")    // counted as mechanism "other"
+	l.Authenticated("XOAUTH2", "not a result")         // counted as the last result, "error"
+	l.BackendLogin(10*time.Millisecond, "")            // success
+	l.BackendLogin(10*time.Millisecond, "unavailable") // failure
+	l.BackendLogin(10*time.Millisecond, "bogus")       // counted as "error"
 	l.Relayed(10, 0)
-	s1, s2 := l.StartSession(), l.StartSession()
-	s1.Authenticated()
-	s1.Authenticated() // once only
-	s2.End()
-	s2.End()
+	l.SessionStarted()
+	l.SessionStarted()
+	l.SessionAuthenticated()
+	l.SessionEnded(false)
 	m.ObserveValidation("jwt", false, time.Millisecond)
 	m.ObserveValidation("bogus", true, time.Millisecond)
 	m.ObserveIdPRequest("https://idp.example", "jwks", false)
@@ -102,8 +84,12 @@ func TestListener(t *testing.T) {
 		{NameConnectionsRefused, []string{"reason", "max_connections_per_ip"}, 1},
 		{NameAuth, []string{"mechanism", "OAUTHBEARER", "result", "success"}, 1},
 		{NameAuth, []string{"mechanism", "other", "result", "invalid_token"}, 1},
-		{NameBackendLogin, []string{"protocol", "imap"}, 2},
+		{NameAuth, []string{"mechanism", "XOAUTH2", "result", "error"}, 1},
+		{NameAuth, nil, 3},
+		{NameBackendLogin, []string{"protocol", "imap"}, 3},
 		{NameBackendLoginFailures, []string{"protocol", "imap", "reason", "unavailable"}, 1},
+		{NameBackendLoginFailures, []string{"protocol", "imap", "reason", "error"}, 1},
+		{NameBackendLoginFailures, nil, 2},
 		{NameRelayedBytes, []string{"direction", "up"}, 10},
 		{NameRelayedBytes, []string{"direction", "down"}, 0},
 		{NameSessionsActive, []string{"state", "authenticated"}, 1},
@@ -117,7 +103,7 @@ func TestListener(t *testing.T) {
 			t.Errorf("%s%q = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	s1.End()
+	l.SessionEnded(true)
 	if got := metricstest.Value(t, reg, NameSessionsActive); got != 0 {
 		t.Errorf("sessions after End = %v, want 0", got)
 	}
@@ -132,7 +118,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 }
 
 func TestAdminHandler(t *testing.T) {
-	m := New()
+	m := New(testLabels)
 	m.Listener("smtps", "smtp").Accepted()
 	var idpDown bool
 	ln := httptest.NewServer(http.NotFoundHandler()) // a backend that accepts TCP
@@ -196,6 +182,26 @@ func TestAdminConfig(t *testing.T) {
 	if err := (AdminConfig{Address: "9100"}).Validate(); err == nil || !strings.Contains(err.Error(), "admin.address") {
 		t.Errorf("bad address: %v", err)
 	}
+	// The admin listener has no authentication: only loopback and private addresses, unless
+	// the configuration says explicitly that the network is private itself.
+	for addr, private := range map[string]bool{
+		"127.0.0.1:9100": true, "127.9.9.9:9100": true, "[::1]:9100": true, "localhost:9100": true,
+		"10.1.2.3:9100": true, "172.16.0.1:9100": true, "192.168.1.1:9100": true, "[fd00::1]:9100": true,
+		"[fe80::1]:9100": true,
+		"0.0.0.0:9100":   false, ":9100": false, "[::]:9100": false, "203.0.113.7:9100": false,
+		"172.32.0.1:9100": false, "[2001:db8::1]:9100": false, "admin.example.com:9100": false,
+	} {
+		err := (AdminConfig{Address: addr}).Validate()
+		if (err == nil) != private {
+			t.Errorf("%s: err = %v, want accepted %v", addr, err, private)
+		}
+		if err != nil && !strings.Contains(err.Error(), "insecure_public_address") {
+			t.Errorf("%s: error %q does not say how to allow it", addr, err)
+		}
+		if err := (AdminConfig{Address: addr, InsecurePublicAddress: true}).Validate(); err != nil {
+			t.Errorf("%s with insecure_public_address: %v", addr, err)
+		}
+	}
 }
 
 // The example dashboard must query only metrics saslgate serves.
@@ -222,7 +228,7 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 	}
 
 	// Every series New can produce: all label children made, histograms expanded.
-	m := New()
+	m := New(testLabels)
 	l := m.Listener("l", "imap")
 	l.Accepted()
 	l.Relayed(1, 1)

@@ -24,7 +24,7 @@ type Config struct {
 	// DisplayName is the provider name shown by mail clients (default the first domain).
 	DisplayName string `yaml:"display_name"`
 	// Scope is the OAuth scope clients should ask for, announced in the autoconfig document
-	// (default "openid offline_access" plus every scope the issuer requires for IMAP or SMTP).
+	// (default "openid offline_access" plus every scope the issuer requires for any protocol).
 	Scope string `yaml:"scope"`
 	// Resource is this gateway's protected resource identifier, an https URL (RFC 9728
 	// §1.2), e.g. "https://mail.example.com". With it, RFC 9728 protected resource metadata

@@ -67,17 +67,19 @@ type cachedMeta struct {
 
 // server is one announced listener.
 type server struct {
-	protocol string // "imap" or "smtp"
-	host     string
-	port     int
-	tls      string // proxy.TLSImplicit or proxy.TLSStartTLS
+	protocol   string // the listener's, a proxy.Protocol.Name: the autoconfig server type
+	autoconfig string // the protocol's proxy.Protocol.Autoconfig
+	host       string
+	port       int
+	tls        string // proxy.TLSImplicit or proxy.TLSStartTLS
 }
 
 // New returns the handler for cfg. Listeners are announced with their public_host and
-// public_port (the bound port when unset); listeners without public_host are not announced,
-// and at least one must have it. metadata may be nil: the autoconfig document then names no
-// OAuth endpoints. A nil logger discards.
-func New(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.IssuerConfig, metadata MetadataFunc, logger *slog.Logger) (*Handler, error) {
+// public_port (the bound port when unset); listeners without public_host, or of a protocol
+// autoconfig has no server type for, are not announced, and at least one must be. protocols
+// are the program's front ends, which listeners' protocols name. metadata may be nil: the
+// autoconfig document then names no OAuth endpoints. A nil logger discards.
+func New(cfg Config, listeners []proxy.ListenerConfig, protocols []proxy.Protocol, issuers []introspect.IssuerConfig, metadata MetadataFunc, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -89,7 +91,11 @@ func New(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.Issu
 	}
 	h := &Handler{cfg: cfg, issuers: issuers, metadata: metadata, log: logger, now: time.Now, endpoints: map[string]cachedMeta{}}
 	for _, l := range listeners {
-		if l.PublicHost == "" {
+		i := slices.IndexFunc(protocols, func(p proxy.Protocol) bool { return p.Name == l.Protocol })
+		if i < 0 {
+			return nil, fmt.Errorf("discovery: listener %s: unknown protocol %q", l.Name, l.Protocol)
+		}
+		if l.PublicHost == "" || protocols[i].Autoconfig == "" {
 			continue
 		}
 		port := l.PublicPort
@@ -97,7 +103,7 @@ func New(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.Issu
 			_, p, _ := net.SplitHostPort(l.Address)
 			port, _ = strconv.Atoi(p)
 		}
-		h.servers = append(h.servers, server{protocol: l.Protocol, host: l.PublicHost, port: port, tls: l.TLS})
+		h.servers = append(h.servers, server{protocol: l.Protocol, autoconfig: protocols[i].Autoconfig, host: l.PublicHost, port: port, tls: l.TLS})
 	}
 	if len(h.servers) == 0 {
 		return nil, errors.New("discovery: no listener has a public_host to announce (http needs one)")
@@ -137,11 +143,9 @@ func protectedResource(cfg Config, listeners []proxy.ListenerConfig, issuers []i
 		if !slices.Contains(md.AuthorizationServers, is.Issuer) {
 			md.AuthorizationServers = append(md.AuthorizationServers, is.Issuer)
 		}
-		for _, proto := range []string{"imap", "smtp"} {
-			for _, s := range is.Scopes[proto] {
-				if !slices.Contains(md.ScopesSupported, s) {
-					md.ScopesSupported = append(md.ScopesSupported, s)
-				}
+		for _, s := range is.RequiredScopes() {
+			if !slices.Contains(md.ScopesSupported, s) {
+				md.ScopesSupported = append(md.ScopesSupported, s)
 			}
 		}
 	}
@@ -336,7 +340,7 @@ func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request) {
 		if s.tls == proxy.TLSStartTLS {
 			x.SocketType = "STARTTLS"
 		}
-		if s.protocol == "smtp" {
+		if s.autoconfig == proxy.AutoconfigOutgoing {
 			doc.Provider.Outgoing = append(doc.Provider.Outgoing, x)
 		} else {
 			doc.Provider.Incoming = append(doc.Provider.Incoming, x)
@@ -364,18 +368,16 @@ func issuerHost(issuer string) string {
 	return issuer
 }
 
-// scope is the configured scope, or what the issuer requires for IMAP and SMTP plus
-// openid and offline_access (a refresh token, so clients need not ask the user again).
+// scope is the configured scope, or what the issuer requires for any protocol plus openid
+// and offline_access (a refresh token, so clients need not ask the user again).
 func (h *Handler) scope(is introspect.IssuerConfig) string {
 	if h.cfg.Scope != "" {
 		return h.cfg.Scope
 	}
 	scopes := []string{"openid", "offline_access"}
-	for _, proto := range []string{"imap", "smtp"} {
-		for _, s := range is.Scopes[proto] {
-			if !slices.Contains(scopes, s) {
-				scopes = append(scopes, s)
-			}
+	for _, s := range is.RequiredScopes() {
+		if !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
 		}
 	}
 	return strings.Join(scopes, " ")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,6 +20,13 @@ import (
 
 const issuer = "https://idp.example.com/realms/mail"
 
+// protocols stand for cmd/saslgate's registry (imap.Protocol, smtp.Protocol), with what
+// discovery reads of them.
+var protocols = []proxy.Protocol{
+	{Name: "imap", Autoconfig: proxy.AutoconfigIncoming},
+	{Name: "smtp", Autoconfig: proxy.AutoconfigOutgoing},
+}
+
 func newHandler(t *testing.T, metaErr error) *Handler {
 	t.Helper()
 	h, err := New(Config{Address: "127.0.0.1:0", Domains: []string{"example.com", "example.org"}, DisplayName: "Example Mail"},
@@ -28,6 +36,7 @@ func newHandler(t *testing.T, metaErr error) *Handler {
 			{Name: "submission", Protocol: "smtp", Address: "0.0.0.0:587", TLS: proxy.TLSStartTLS, PublicHost: "mail.example.com"},
 			{Name: "internal", Protocol: "imap", Address: "127.0.0.1:10993", TLS: proxy.TLSImplicit},
 		},
+		protocols,
 		[]introspect.IssuerConfig{
 			{Issuer: issuer, Scopes: map[string][]string{"imap": {"email", "mail"}, "smtp": {"mail", "send"}}},
 			{Issuer: "https://other.example.net", Username: introspect.UsernameConfig{AllowedDomains: []string{"example.net"}}},
@@ -180,7 +189,7 @@ func TestAutoconfigStructure(t *testing.T) {
 
 func TestAutoconfigLocalPartUsername(t *testing.T) {
 	h, err := New(Config{Address: ":80", Domains: []string{"example.com"}},
-		[]proxy.ListenerConfig{{Protocol: "imap", Address: ":993", TLS: proxy.TLSImplicit, PublicHost: "mail.example.com"}},
+		[]proxy.ListenerConfig{{Protocol: "imap", Address: ":993", TLS: proxy.TLSImplicit, PublicHost: "mail.example.com"}}, protocols,
 		[]introspect.IssuerConfig{{Issuer: issuer, Username: introspect.UsernameConfig{StripDomain: true}}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -275,8 +284,34 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("tls without address accepted")
 	}
 	if _, err := New(Config{Address: ":80", Domains: []string{"example.com"}},
-		[]proxy.ListenerConfig{{Protocol: "imap", Address: ":993", TLS: proxy.TLSImplicit}},
+		[]proxy.ListenerConfig{{Protocol: "imap", Address: ":993", TLS: proxy.TLSImplicit}}, protocols,
 		[]introspect.IssuerConfig{{Issuer: issuer}}, nil, nil); err == nil || !strings.Contains(err.Error(), "public_host") {
 		t.Errorf("no announced listener: %v", err)
+	}
+}
+
+// The program's protocols decide what is announced: a protocol the autoconfig format has no
+// server type for (ManageSieve) is left out, and a listener of a protocol the program does
+// not serve is an error.
+func TestAutoconfigProtocols(t *testing.T) {
+	cfg := Config{Address: ":80", Domains: []string{"example.com"}}
+	withSieve := append(slices.Clone(protocols), proxy.Protocol{Name: "sieve"})
+	listeners := []proxy.ListenerConfig{
+		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: proxy.TLSImplicit, PublicHost: "mail.example.com"},
+		{Name: "sieve", Protocol: "sieve", Address: ":4190", TLS: proxy.TLSStartTLS, PublicHost: "mail.example.com"},
+	}
+	issuers := []introspect.IssuerConfig{{Issuer: issuer}}
+	h, err := New(cfg, listeners, withSieve, issuers, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.String(), "imap mail.example.com:993 (implicit)"; got != want {
+		t.Errorf("announces %q, want %q", got, want)
+	}
+	if body, _ := io.ReadAll(get(t, h, AutoconfigPath).Body); strings.Contains(string(body), "sieve") || strings.Contains(string(body), "4190") {
+		t.Errorf("the sieve listener is announced:\n%s", body)
+	}
+	if _, err := New(cfg, listeners, protocols, issuers, nil, nil); err == nil || !strings.Contains(err.Error(), `listener sieve: unknown protocol "sieve"`) {
+		t.Errorf("listener of an unserved protocol: %v", err)
 	}
 }

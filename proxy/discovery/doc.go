@@ -1,7 +1,8 @@
 // Package discovery serves what mail clients and OAuth clients read to set themselves up for
 // saslgate, on its HTTP listener: Thunderbird's autoconfig document (config-v1.1.xml, at
 // /mail/config-v1.1.xml and /.well-known/autoconfig/mail/config-v1.1.xml) announcing the
-// IMAP and SMTP listeners with OAuth2 authentication and the issuer's endpoints, and
+// listeners (incoming and outgoing servers, as each protocol's proxy.Protocol.Autoconfig
+// says) with OAuth2 authentication and the issuer's endpoints, and
 // WebFinger (RFC 7033 §4) answering the OpenID Connect issuer relation (OpenID Connect
 // Discovery 1.0 §2) for acct: URIs (RFC 7565) of the configured mail domains, and, when a
 // resource identifier is configured, RFC 9728 protected resource metadata.

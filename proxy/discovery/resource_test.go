@@ -29,7 +29,7 @@ func TestProtectedResourceMetadata(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := New(Config{Address: "127.0.0.1:0", Domains: []string{"example.com"}, DisplayName: "Example Mail", Resource: tc.resource}, tc.listeners, issuers, nil, nil)
+			h, err := New(Config{Address: "127.0.0.1:0", Domains: []string{"example.com"}, DisplayName: "Example Mail", Resource: tc.resource}, tc.listeners, protocols, issuers, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

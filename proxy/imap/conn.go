@@ -11,12 +11,9 @@ import (
 	"strings"
 	"time"
 
-	gosasl "github.com/emersion/go-sasl"
-
 	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/internal/metrics"
-	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/relay"
 	"github.com/saslgate/saslgate/proxy/sasl"
 	"github.com/saslgate/saslgate/tls/binding"
 )
@@ -34,7 +31,7 @@ func (c *conn) run() error {
 	deadline := time.Now().Add(cfg.preauthTimeout())
 	c.raw.SetDeadline(deadline)
 	if c.s.Listener.TLS == proxy.TLSImplicit {
-		if err := c.startTLS(); err != nil {
+		if err := c.startTLS(deadline); err != nil {
 			return err
 		}
 	} else {
@@ -95,12 +92,16 @@ func (c *conn) setStream(nc net.Conn) {
 	c.bw = bufio.NewWriterSize(nc, 4096)
 }
 
-func (c *conn) startTLS() error {
+// startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
+// connection back its pre-authentication deadline.
+func (c *conn) startTLS(preauth time.Time) error {
 	cfg, served := binding.ServerConfig(c.s.tlsConfig)
 	tc := tls.Server(c.raw, cfg)
+	c.raw.SetDeadline(c.s.Listener.HandshakeDeadline(preauth))
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("imap: TLS handshake: %w", err)
 	}
+	c.raw.SetDeadline(preauth)
 	st := tc.ConnectionState()
 	c.tls, c.bnd = true, proxy.Conn{TLS: &st, Served: served}
 	c.setStream(tc)
@@ -150,8 +151,14 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		c.writef("* CAPABILITY %s", c.capabilities())
 		c.writef("%s OK CAPABILITY completed", cmd.tag)
 	case "NOOP":
+		if len(cmd.args) != 0 {
+			return c.badCommand(cmd.tag, "NOOP takes no arguments")
+		}
 		c.writef("%s OK NOOP completed", cmd.tag)
 	case "LOGOUT":
+		if len(cmd.args) != 0 {
+			return c.badCommand(cmd.tag, "LOGOUT takes no arguments")
+		}
 		c.writef("* BYE Logging out")
 		c.writef("%s OK LOGOUT completed", cmd.tag)
 		c.bw.Flush()
@@ -163,6 +170,9 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		c.writef(`* ID ("name" "saslgate")`)
 		c.writef("%s OK ID completed", cmd.tag)
 	case "STARTTLS":
+		if len(cmd.args) != 0 {
+			return c.badCommand(cmd.tag, "STARTTLS takes no arguments")
+		}
 		if c.tls || c.s.Listener.TLS != proxy.TLSStartTLS {
 			return c.badCommand(cmd.tag, "STARTTLS not available")
 		}
@@ -175,7 +185,7 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		if n := c.br.Buffered(); n > 0 {
 			c.log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
 		}
-		return c.startTLS()
+		return c.startTLS(deadline)
 	case "AUTHENTICATE":
 		return c.authenticate(cmd, deadline)
 	case "LOGIN":
@@ -228,80 +238,51 @@ func (c *conn) login(cmd *command, deadline time.Time) error {
 	if len(cmd.args) != 2 || cmd.args[0].kind > tokString || cmd.args[1].kind > tokString {
 		return c.badCommand(cmd.tag, "LOGIN takes a user name and a password")
 	}
-	if err := c.authDelay(deadline, "LOGIN"); err != nil {
+	creds := sasl.Credentials{Mechanism: "LOGIN", AuthzID: cmd.args[0].s, Token: cmd.args[1].s, CBFlag: 'n'}
+	a, err := c.begin("LOGIN", deadline)
+	if err != nil {
 		return err
 	}
-	creds := sasl.Credentials{Mechanism: "LOGIN", AuthzID: cmd.args[0].s, Token: cmd.args[1].s, CBFlag: 'n'}
-	a := c.authenticator(deadline)
 	defer a.cancel()
 	if err := a.auth(creds); err != nil {
-		return c.authFailed(cmd.tag, "LOGIN", err)
+		return c.authFailed(cmd.tag, a, err)
 	}
-	return c.loggedIn(cmd.tag, "LOGIN", a)
+	return c.loggedIn(cmd.tag, a)
 }
 
-// attempt is one authentication attempt and the identity and backend session
-// it produced.
+// attempt is one authentication attempt of the login pipeline and the backend session it
+// opened.
 type attempt struct {
+	proxy.Attempt
 	c       *conn
 	ctx     context.Context
 	cancel  context.CancelFunc
-	id      introspect.Identity
 	session *backends.IMAPSession
 }
 
-func (c *conn) authenticator(deadline time.Time) *attempt {
-	// The preauth deadline also bounds the IdP and backend work for this login.
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	return &attempt{c: c, ctx: ctx, cancel: cancel}
-}
-
-func (a *attempt) auth(creds sasl.Credentials) error {
-	s := a.c.s
-	id, err := proxy.Authorize(a.ctx, s.Validator, s.Listener, a.c.bnd, "imap", creds)
-	if err != nil {
-		if s.AuthLimiter != nil && errors.As(err, new(*sasl.Failure)) {
-			s.AuthLimiter.Failed(a.c.client.Addr.Addr())
-		}
+// begin starts an attempt after the failed-authentication delay; a delay that outlasts the
+// pre-authentication time, or a shutdown during it, ends the connection unanswered.
+func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
+	a := &attempt{c: c, Attempt: proxy.Attempt{
+		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
+		Client: c.client, Log: c.log, Observer: c.obs,
+	}}
+	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
+		a.session, err = c.s.dial(ctx, user, secret, c.client)
 		return err
 	}
-	a.id = id
-	secret, err := s.Secrets.Secret(a.ctx, id.User)
-	if err != nil {
-		return fmt.Errorf("imap: no backend secret for user: %w", err)
+	if err := c.s.Login.Wait(&a.Attempt, deadline, c.s.sessions.Done()); err != nil {
+		c.s.Login.Finish(&a.Attempt, err)
+		return nil, err
 	}
-	start := time.Now()
-	a.session, err = s.dial(a.ctx, id.User, secret, a.c.client)
-	a.c.m.BackendLogin(time.Since(start), err)
-	if err == nil && s.AuthLimiter != nil {
-		s.AuthLimiter.Succeeded(a.c.client.Addr.Addr())
-	}
-	return err
+	// The preauth deadline also bounds the IdP and backend work for this login.
+	a.ctx, a.cancel = context.WithDeadline(context.Background(), deadline)
+	return a, nil
 }
 
-// authDelay holds back an authentication command from a client that keeps failing
-// (proxy.AuthLimiter), the success answer too, so the delay cannot be cut short by guessing.
-func (c *conn) authDelay(deadline time.Time, mech string) error {
-	if c.s.AuthLimiter == nil {
-		return nil
-	}
-	d := c.s.AuthLimiter.Delay(c.client.Addr.Addr())
-	if d <= 0 {
-		return nil
-	}
-	c.m.AuthDelayed()
-	if time.Until(deadline) < d {
-		c.m.AuthFailed(mech, metrics.ErrDelayed)
-		return errors.New("imap: authentication delay outlasts the pre-authentication timeout")
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-c.s.sessions.Done():
-		return ErrServerClosed
-	}
+// auth is the mechanisms' proxy/sasl Authenticator: the login pipeline.
+func (a *attempt) auth(creds sasl.Credentials) error {
+	return a.c.s.Login.Run(a.ctx, &a.Attempt, creds)
 }
 
 // authenticate runs AUTHENTICATE (RFC 9051 §6.2.2, SASL-IR RFC 4959).
@@ -315,20 +296,18 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		return c.badCommand(cmd.tag, "AUTHENTICATE takes a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].s)
-	if err := c.authDelay(deadline, mech); err != nil {
-		return err
-	}
-	a := c.authenticator(deadline)
-	defer a.cancel()
-	var srv gosasl.Server
-	switch mech {
-	case "OAUTHBEARER":
-		srv = sasl.NewOAuthBearer(a.auth)
-	case "XOAUTH2":
-		srv = sasl.NewXOAuth2(a.auth)
-	default:
+	if mech != sasl.OAuthBearer && mech != sasl.XOAuth2 {
 		c.writef("%s NO Unsupported authentication mechanism", cmd.tag)
 		return nil
+	}
+	a, err := c.begin(mech, deadline)
+	if err != nil {
+		return err
+	}
+	defer a.cancel()
+	srv := sasl.NewOAuthBearer(a.auth)
+	if mech == sasl.XOAuth2 {
+		srv = sasl.NewXOAuth2(a.auth)
 	}
 	var resp []byte // nil: no initial response
 	if len(cmd.args) == 2 {
@@ -340,10 +319,10 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 	for {
 		chal, done, err := srv.Next(resp)
 		if err != nil {
-			return c.authFailed(cmd.tag, mech, err)
+			return c.authFailed(cmd.tag, a, err)
 		}
 		if done {
-			return c.loggedIn(cmd.tag, mech, a)
+			return c.loggedIn(cmd.tag, a)
 		}
 		c.writef("+ %s", base64.StdEncoding.EncodeToString(chal))
 		if err := c.bw.Flush(); err != nil {
@@ -366,7 +345,7 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || isTimeout(err)):
 			// Any reply, or none, ends a failed exchange: never a new attempt.
 			_, _, err = srv.Next([]byte{})
-			return c.authFailed(cmd.tag, mech, err)
+			return c.authFailed(cmd.tag, a, err)
 		case errors.Is(err, errLineTooLong):
 			return c.badCommand(cmd.tag, "Line too long")
 		case err != nil:
@@ -391,12 +370,12 @@ func decodeResponse(s string) ([]byte, error) {
 
 // loggedIn answers the successful authentication with the backend's
 // post-authentication capabilities and relays the session.
-func (c *conn) loggedIn(tag, mech string, a *attempt) error {
+func (c *conn) loggedIn(tag string, a *attempt) error {
 	sess := a.session
-	c.log = c.log.With("user", a.id.User)
-	c.log.Info("authentication", "outcome", "success", "mech", mech, "issuer", a.id.Issuer)
-	c.m.AuthSucceeded(mech)
-	c.gauge.Authenticated()
+	o := c.s.Login.Finish(&a.Attempt, nil)
+	c.log = c.log.With("user", o.Identity.User)
+	c.authed = true
+	c.obs.SessionAuthenticated()
 	if len(sess.Capabilities) > 0 {
 		c.writef("%s OK [CAPABILITY %s] Logged in", tag, strings.Join(sess.Capabilities, " "))
 	} else {
@@ -410,43 +389,39 @@ func (c *conn) loggedIn(tag, mech string, a *attempt) error {
 	// The login's context, its deadline timer and what it held for the IdP and
 	// backend calls would otherwise live as long as the session.
 	a.cancel()
-	down := &downstream{Conn: c.nc}
 	// Hand the readers to the splice and keep no reference, so their buffers
 	// are freed once drained rather than held for the session's life.
 	cbr, bbr := c.br, sess.Reader
 	c.br, c.bw, sess.Reader = nil, nil, nil
 	c.mu.Lock()
-	c.backend, c.down = sess.Conn, down
-	c.spliced = startSplice(down, cbr, sess.Conn, bbr, c.spliceEnded)
+	c.backend = sess.Conn
+	c.spliced = relay.Start(c.nc, cbr, sess.Conn, bbr, &responseBoundary{}, c.spliceEnded)
+	sp := c.spliced
 	c.mu.Unlock()
-	if c.ending.Load() { // End came during the login: it found no downstream to end
-		down.end()
+	if c.ending.Load() { // End came during the login: it found no spliced session to end
+		sp.End(byeShutdown)
 	}
 	return errSpliced
 }
 
-// authFailed answers a failed authentication: the one place where the
-// DESIGN.md error table meets IMAP (RFC 5530 response codes).
-func (c *conn) authFailed(tag, mech string, err error) error {
-	c.m.AuthFailed(mech, err)
-	var failure *sasl.Failure
-	switch {
-	case errors.As(err, &failure):
-		c.log.Info("authentication", "outcome", "failure", "mech", mech, "status", failure.Status, "reason", err)
-		c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
-	case errors.Is(err, sasl.ErrMalformed):
-		c.log.Info("authentication", "outcome", "malformed", "mech", mech, "reason", err)
-		return c.badCommand(tag, "Malformed "+mech+" message")
-	case errors.Is(err, introspect.ErrTemporary):
-		c.log.Warn("authentication", "outcome", "temporary", "mech", mech, "reason", err)
-		c.writef("%s NO [UNAVAILABLE] Token validation is temporarily unavailable", tag)
-	case errors.Is(err, backends.ErrUnavailable), errors.Is(err, backends.ErrRejected), errors.Is(err, backends.ErrUnknownUser):
-		c.log.Error("backend login failed", "outcome", "backend", "mech", mech, "reason", err)
-		c.writef("%s NO [UNAVAILABLE] Mailbox temporarily unavailable", tag)
-	default:
-		c.log.Error("authentication", "outcome", "error", "mech", mech, "reason", err)
-		c.writef("%s NO [UNAVAILABLE] Temporary failure", tag)
+// failureReplies is the IMAP column of DESIGN.md's error table (RFC 5530 response codes),
+// by the login pipeline's outcome. Malformed input is answered BAD (badCommand).
+var failureReplies = map[proxy.Kind]string{
+	proxy.Refused:            "NO [AUTHENTICATIONFAILED] Authentication failed",
+	proxy.IdPUnavailable:     "NO [UNAVAILABLE] Token validation is temporarily unavailable",
+	proxy.BackendUnavailable: "NO [UNAVAILABLE] Mailbox temporarily unavailable",
+	proxy.BackendRefused:     "NO [UNAVAILABLE] Mailbox temporarily unavailable",
+	proxy.Delayed:            "NO [UNAVAILABLE] Temporary failure",
+	proxy.Error:              "NO [UNAVAILABLE] Temporary failure",
+}
+
+// authFailed answers a failed authentication from the pipeline's outcome.
+func (c *conn) authFailed(tag string, a *attempt, err error) error {
+	o := c.s.Login.Finish(&a.Attempt, err)
+	if o.Kind == proxy.Malformed {
+		return c.badCommand(tag, "Malformed "+a.Mechanism+" message")
 	}
+	c.writef("%s %s", tag, failureReplies[o.Kind])
 	return nil
 }
 

@@ -109,8 +109,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 			Listener:  proxy.ListenerConfig{Name: mode, Protocol: "imap", Address: ln.Addr().String(), TLS: mode},
 			Config:    Config{Backend: backends.Config{Address: bln.Addr().String(), TLS: "none"}, ErrorReplyTimeout: 0},
 			TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-			Validator: v,
-			Secrets:   secretMap{"alice": "backend-secret"},
+			Login:     &proxy.Login{Validator: v, Secrets: secretMap{"alice": "backend-secret"}},
 			Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		}
 		for _, o := range opts {
@@ -396,6 +395,12 @@ func TestSTARTTLS(t *testing.T) {
 	c.expect("b NO [PRIVACYREQUIRED] ")
 	c.send("c LOGIN alice x")
 	c.expect("c NO [PRIVACYREQUIRED] ")
+	// STARTTLS, NOOP and LOGOUT take no arguments (RFC 9051 §6.1, §6.2.1); the connection
+	// stays in plaintext.
+	for _, cmd := range []string{"d STARTTLS foo", "e NOOP bar", "f LOGOUT now"} {
+		c.send(cmd)
+		c.expect(cmd[:2] + "BAD ")
+	}
 	// A command injected behind STARTTLS, in the same packet, is discarded.
 	c.send("s STARTTLS\r\nx CAPABILITY")
 	c.expect("s OK ")
@@ -444,7 +449,7 @@ func TestUnavailable(t *testing.T) {
 		c.expect("a NO [UNAVAILABLE] ")
 	})
 	t.Run("backend rejects secret", func(t *testing.T) {
-		e := newEnv(t, func(s *Server) { s.Secrets = secretMap{"alice": "wrong"} })
+		e := newEnv(t, func(s *Server) { s.Login.Secrets = secretMap{"alice": "wrong"} })
 		c := e.dial(t, true)
 		c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
 		c.expect("a NO [UNAVAILABLE] ")
@@ -457,7 +462,7 @@ func TestUnavailable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.Validator = v
+			s.Login.Validator = v
 		})
 		tok, err := mintFor(e, "http://127.0.0.1:1")
 		if err != nil {
@@ -517,21 +522,15 @@ func TestIMAPClient(t *testing.T) {
 
 // recordingLimiter is a proxy.AuthLimiter that records what the front end reports.
 type recordingLimiter struct {
-	mu                sync.Mutex
-	failed, succeeded []netip.Addr
-	delays            int
+	mu     sync.Mutex
+	failed []netip.Addr
+	delays int
 }
 
 func (r *recordingLimiter) Failed(ip netip.Addr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failed = append(r.failed, ip)
-}
-
-func (r *recordingLimiter) Succeeded(ip netip.Addr) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.succeeded = append(r.succeeded, ip)
 }
 
 func (r *recordingLimiter) Delay(netip.Addr) time.Duration {
@@ -541,11 +540,11 @@ func (r *recordingLimiter) Delay(netip.Addr) time.Duration {
 	return time.Millisecond
 }
 
-// Every authentication asks the limiter for its delay and reports its outcome, under the
-// client's address; an IdP-side or backend failure is not the client's failure.
+// Every authentication asks the limiter for its delay, and a refused token is reported as a
+// failure under the client's address; a success erases nothing, so it is not reported.
 func TestAuthLimiterReports(t *testing.T) {
 	rl := &recordingLimiter{}
-	e := newEnv(t, func(s *Server) { s.AuthLimiter = rl })
+	e := newEnv(t, func(s *Server) { s.Login.Limiter = rl })
 	c := e.dial(t, true)
 	c.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", "not-a-token"))
 	c.expect("+ ")
@@ -558,8 +557,8 @@ func TestAuthLimiterReports(t *testing.T) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	loop := netip.MustParseAddr("127.0.0.1")
-	if !slices.Equal(rl.failed, []netip.Addr{loop}) || !slices.Equal(rl.succeeded, []netip.Addr{loop}) || rl.delays != 2 {
-		t.Errorf("failed %v, succeeded %v, delays asked %d; want one failure and one success from %v, 2 delays", rl.failed, rl.succeeded, rl.delays, loop)
+	if !slices.Equal(rl.failed, []netip.Addr{loop}) || rl.delays != 2 {
+		t.Errorf("failed %v, delays asked %d; want one failure from %v, 2 delays", rl.failed, rl.delays, loop)
 	}
 }
 
@@ -567,7 +566,6 @@ func TestAuthLimiterReports(t *testing.T) {
 type fixedDelay time.Duration
 
 func (fixedDelay) Failed(netip.Addr)                {}
-func (fixedDelay) Succeeded(netip.Addr)             {}
 func (d fixedDelay) Delay(netip.Addr) time.Duration { return time.Duration(d) }
 
 // The limiter's delay is served, not just asked for: the tagged NO comes no sooner than
@@ -577,7 +575,7 @@ func (d fixedDelay) Delay(netip.Addr) time.Duration { return time.Duration(d) }
 func TestAuthDelayHoldsAnswer(t *testing.T) {
 	const delay = 300 * time.Millisecond
 	e := newEnv(t, func(s *Server) {
-		s.AuthLimiter = fixedDelay(delay)
+		s.Login.Limiter = fixedDelay(delay)
 		s.Config.AllowTokenAsLoginPassword = true
 	})
 	for _, tc := range []struct {

@@ -33,9 +33,9 @@ func waitValue(t *testing.T, m *metrics.Metrics, want float64, name string, labe
 // A failed and a successful login, a connection over the per-address limit and a relayed
 // session, as the listener's metrics count them.
 func TestMetrics(t *testing.T) {
-	m := metrics.New()
+	m := metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 	e := newEnv(t, func(s *Server) {
-		s.Metrics = m
+		s.Observer = m.Listener(s.Listener.Name, "imap")
 		s.Limits = proxy.Limits{MaxConnectionsPerIP: 2}
 	})
 	reg := m.Registry()

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,8 +15,8 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/relay"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -26,19 +27,18 @@ type Server struct {
 	Listener  proxy.ListenerConfig
 	Config    Config
 	TLSConfig *tls.Config // required: implicit TLS and STARTTLS both need it
-	Validator proxy.Validator
-	Secrets   proxy.SecretSource
+	// Login runs every authentication: the failure delay, token validation and policy, the
+	// backend secret and login (proxy.Login). Required.
+	Login *proxy.Login
 	// Dial logs in to the backend; nil means backends.DialIMAP with Config.Backend.
 	// (A Dial set here is not told the client's address.)
 	Dial   func(ctx context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error)
 	Logger *slog.Logger
 	// Limits are the connection limits of this listener (zero value: the defaults).
 	Limits proxy.Limits
-	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
-	AuthLimiter proxy.AuthLimiter
-	// Metrics, if set, receives the listener's connections, sessions, authentications,
-	// backend logins and relayed bytes.
-	Metrics *metrics.Metrics
+	// Observer, if set, receives the listener's connections, sessions, authentications,
+	// backend logins and relayed bytes (internal/metrics implements it).
+	Observer proxy.Observer
 
 	nextID    atomic.Uint64
 	initTLS   sync.Once
@@ -64,20 +64,23 @@ func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, 
 // Serve accepts connections on ln until Shutdown or Close; it always returns a
 // non-nil error, ErrServerClosed after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.TLSConfig == nil {
+	switch {
+	case s.TLSConfig == nil:
 		return errors.New("imap: Server.TLSConfig is required")
+	case s.Login == nil:
+		return errors.New("imap: Server.Login is required")
 	}
 	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
 	if s.tlsErr != nil {
 		return fmt.Errorf("imap: %w", s.tlsErr)
 	}
 	log := s.logger().With("listener", s.Listener.Name)
-	m := s.Metrics.Listener(s.Listener.Name, "imap")
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "* BYE Too many connections from your address\r\n", TLSConfig: s.tlsConfig, Log: log, Metrics: m}
+	obs := cmp.Or(s.Observer, proxy.Observer(proxy.NopObserver{}))
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "* BYE %s\r\n", TLSConfig: s.tlsConfig, Log: log, Observer: obs}
 	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
 		return &conn{
 			s:        s,
-			m:        m,
+			obs:      obs,
 			id:       fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
 			raw:      nc,
 			nc:       nc,
@@ -109,8 +112,8 @@ type conn struct {
 	remote string
 	client backends.Client // the client's address and the one it connected to
 	log    *slog.Logger
-	m      *metrics.Listener
-	gauge  *metrics.Session
+	obs    proxy.Observer
+	authed bool // logged in: which session gauge it is in
 
 	raw net.Conn // the accepted socket
 	nc  net.Conn // raw, or TLS over it
@@ -121,10 +124,9 @@ type conn struct {
 	bad int
 
 	mu      sync.Mutex
-	backend net.Conn    // set while spliced, closed by Abort
-	down    *downstream // set while spliced: the client as the backend's bytes reach it
-	spliced *spliced    // set while spliced
-	release func()      // ends the session for the Tracker
+	backend net.Conn       // set while spliced, closed by Abort
+	spliced *relay.Session // set while spliced
+	release func()         // ends the session for the Tracker
 
 	ending   atomic.Bool   // End was called: a read timeout means shutdown
 	finished chan struct{} // closed when Serve returns
@@ -136,7 +138,7 @@ func (c *conn) Abort() {
 	sp, be := c.spliced, c.backend
 	c.mu.Unlock()
 	if sp != nil {
-		sp.abort() // first: it takes parked directions back while their sockets are open
+		sp.Abort() // first: it takes parked directions back while their sockets are open
 	}
 	c.raw.Close()
 	if be != nil {
@@ -150,16 +152,13 @@ func (c *conn) Abort() {
 func (c *conn) End() {
 	c.ending.Store(true)
 	c.mu.Lock()
-	down := c.down
+	sp := c.spliced
 	c.mu.Unlock()
-	t := time.NewTimer(endWait)
-	defer t.Stop()
-	if down != nil {
-		select {
-		case <-down.end():
-		case <-t.C:
-		}
+	if sp != nil {
+		sp.End(byeShutdown)
 	} else {
+		t := time.NewTimer(endWait)
+		defer t.Stop()
 		_ = c.raw.SetReadDeadline(time.Now())
 		select {
 		case <-c.finished:
@@ -173,7 +172,7 @@ func (c *conn) End() {
 // splice, which ends it (c.spliceEnded); Serve returns before that.
 func (c *conn) Serve(release func()) {
 	c.release = release
-	c.gauge = c.m.StartSession()
+	c.obs.SessionStarted()
 	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
 	spliced := false
 	defer func() {
@@ -197,7 +196,7 @@ func (c *conn) Serve(release func()) {
 // finish closes everything and ends the session for the Tracker.
 func (c *conn) finish() {
 	c.Abort()
-	c.gauge.End()
+	c.obs.SessionEnded(c.authed)
 	close(c.finished)
 	c.release()
 }
@@ -205,6 +204,6 @@ func (c *conn) finish() {
 // spliceEnded is the end of a logged-in session.
 func (c *conn) spliceEnded(up, down int64) {
 	c.log.Info("session ended", "bytes_up", up, "bytes_down", down)
-	c.m.Relayed(up, down)
+	c.obs.Relayed(up, down)
 	c.finish()
 }

@@ -16,9 +16,9 @@ import (
 // A failed and a successful AUTH, a connection over the per-address limit and one message
 // relayed, as the listener's metrics count them.
 func TestMetrics(t *testing.T) {
-	m := metrics.New()
+	m := metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 	e := newEnv(t, nil, func(s *Server) {
-		s.Metrics = m
+		s.Observer = m.Listener(s.Listener.Name, "smtp")
 		s.Limits = proxy.Limits{MaxConnectionsPerIP: 2}
 	})
 	reg := m.Registry()
@@ -96,9 +96,9 @@ func TestMetrics(t *testing.T) {
 
 // Every authentication answer a failing client gets is held back, and counted.
 func TestMetricsAuthDelay(t *testing.T) {
-	m := metrics.New()
+	m := metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 	fl := proxy.NewFailureLimiter(proxy.Limits{AuthFailures: 1, AuthDelay: 1, MaxAuthDelay: 1}, nil)
-	e := newEnv(t, nil, func(s *Server) { s.Metrics = m; s.AuthLimiter = fl })
+	e := newEnv(t, nil, func(s *Server) { s.Observer = m.Listener(s.Listener.Name, "smtp"); s.Login.Limiter = fl })
 	c := e.dial(t, true)
 	c.send("EHLO client.example")
 	c.expect("250 ")

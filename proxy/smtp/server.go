@@ -1,6 +1,8 @@
 package smtp
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -16,7 +18,6 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/tls/binding"
 )
@@ -33,22 +34,19 @@ type Server struct {
 	Config Config
 	// TLSConfig is required: implicit TLS and STARTTLS both need it.
 	TLSConfig *tls.Config
-	// Validator checks access tokens (protocol "smtp").
-	Validator proxy.Validator
-	// Secrets gives each user's backend secret; not used with backend login "xclient".
-	Secrets proxy.SecretSource
+	// Login runs every authentication: the failure delay, token validation and policy, the
+	// backend secret (not with backend login "xclient") and login (proxy.Login). Required.
+	Login *proxy.Login
 	// Dial logs in to the backend; nil means backends.DialSMTP with Config.Backend.
 	// (A Dial set here is not told the client's address.)
 	Dial func(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error)
 	// Limits are the connection limits of this listener (zero value: the defaults).
 	Limits proxy.Limits
-	// AuthLimiter, if set, delays the answers to clients that keep failing to authenticate.
-	AuthLimiter proxy.AuthLimiter
 	// Logger receives connection and authentication events; nil discards them.
 	Logger *slog.Logger
-	// Metrics, if set, receives the listener's connections, sessions, authentications,
-	// backend logins and relayed message bytes.
-	Metrics *metrics.Metrics
+	// Observer, if set, receives the listener's connections, sessions, authentications,
+	// backend logins and relayed message bytes (internal/metrics implements it).
+	Observer proxy.Observer
 
 	initTLS   sync.Once
 	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
@@ -81,10 +79,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	switch {
 	case s.TLSConfig == nil:
 		return errors.New("smtp: Server.TLSConfig is required")
-	case s.Validator == nil:
-		return errors.New("smtp: Server.Validator is required")
-	case s.Secrets == nil && s.Config.Backend.Login != backends.LoginXClient:
-		return errors.New("smtp: Server.Secrets is required unless the backend login is xclient")
+	case s.Login == nil || s.Login.Validator == nil:
+		return errors.New("smtp: Server.Login with a Validator is required")
+	case s.Login.Secrets == nil && s.Config.Backend.Login != backends.LoginXClient:
+		return errors.New("smtp: Server.Login.Secrets is required unless the backend login is xclient")
 	}
 	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
 	if s.tlsErr != nil {
@@ -98,29 +96,32 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.refresh(s.probe())
 	})
 	log := s.logger().With("listener", s.Listener.Name)
-	m := s.Metrics.Listener(s.Listener.Name, "smtp")
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "421 4.7.0 Too many connections\r\n", TLSConfig: s.tlsConfig, Log: log, Metrics: m}
-	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
-		c := &conn{
-			Conn: nc,
-			m:    m,
-			client: backends.Client{
-				Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
-				Local: proxy.ClientAddrPort(nc.LocalAddr()),
-			},
-			s:        s,
-			preauth:  time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
-			idle:     s.Config.IdleTimeout.Or(DefaultIdleTimeout),
-			finished: make(chan struct{}),
-		}
-		id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
-		c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
-		return c
-	})
+	obs := cmp.Or(s.Observer, proxy.Observer(proxy.NopObserver{}))
+	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "421 4.7.0 %s\r\n", TLSConfig: s.tlsConfig, Log: log, Observer: obs}
+	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session { return s.newConn(nc, obs) })
 	if err != nil && !errors.Is(err, ErrServerClosed) {
 		return fmt.Errorf("smtp: accept: %w", err)
 	}
 	return err
+}
+
+// newConn is the session of an accepted connection (FuzzSession makes its own with it).
+func (s *Server) newConn(nc net.Conn, obs proxy.Observer) *conn {
+	c := &conn{
+		Conn: nc,
+		obs:  obs,
+		client: backends.Client{
+			Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
+			Local: proxy.ClientAddrPort(nc.LocalAddr()),
+		},
+		s:        s,
+		preauth:  time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
+		idle:     s.Config.IdleTimeout.Or(DefaultIdleTimeout),
+		finished: make(chan struct{}),
+	}
+	id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
+	c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
+	return c
 }
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
@@ -197,14 +198,14 @@ type conn struct {
 	log      *slog.Logger
 	preauth  time.Time
 	idle     time.Duration
-	m        *metrics.Listener
-	gauge    *metrics.Session
+	obs      proxy.Observer
 
-	authed     atomic.Bool
-	hangup     atomic.Bool                // close once the next reply is written
-	replyTimer atomic.Pointer[time.Timer] // armed while an error challenge awaits its reply
-	closed     sync.Once
-	finished   chan struct{} // closed by Close: the session is over
+	authed      atomic.Bool
+	handshakeBy atomic.Int64               // while a TLS handshake runs: its deadline (Unix ns)
+	hangup      atomic.Bool                // close once the next reply is written
+	replyTimer  atomic.Pointer[time.Timer] // armed while an error challenge awaits its reply
+	closed      sync.Once
+	finished    chan struct{} // closed by Close: the session is over
 
 	mu      sync.Mutex
 	wire    net.Conn              // what go-smtp writes to: this conn, or TLS over it
@@ -213,13 +214,20 @@ type conn struct {
 
 	tlsConfig *tls.Config     // this connection's, recording the certificate served
 	served    *binding.Served // for tls-server-end-point
+
+	// greeted and tlsStarted find go-smtp's reply to STARTTLS among the writes.
+	greeted, tlsStarted atomic.Bool
+
+	// plainTLS is set by FuzzSession only: sessions on this plain connection take it for
+	// their TLS state, so each input skips a handshake that would cost more than the rest.
+	plainTLS *tls.ConnectionState
 }
 
 // Serve runs the connection until go-smtp closes it (proxy.Session).
 func (c *conn) Serve(release func()) {
 	defer release()
-	c.gauge = c.m.StartSession()
-	defer c.gauge.End()
+	c.obs.SessionStarted()
+	defer func() { c.obs.SessionEnded(c.authed.Load()) }()
 	defer func() {
 		if v := recover(); v != nil {
 			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
@@ -228,10 +236,24 @@ func (c *conn) Serve(release func()) {
 	}()
 	var nc net.Conn = c
 	c.tlsConfig, c.served = binding.ServerConfig(c.s.tlsConfig)
+	// A handshake ends with VerifyConnection, on the server side too: the end of the
+	// handshake deadline, for the implicit handshake and the one after STARTTLS alike.
+	verify := c.tlsConfig.VerifyConnection
+	c.tlsConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+		c.handshakeBy.Store(0)
+		if verify != nil {
+			return verify(cs)
+		}
+		return nil
+	}
 	if c.s.Listener.TLS == proxy.TLSImplicit {
 		tc := tls.Server(c, c.tlsConfig)
+		hs := c.s.Listener.HandshakeDeadline(c.preauth)
+		c.handshakeBy.Store(hs.UnixNano())
+		_ = c.SetWriteDeadline(hs)
+		err := tc.Handshake()
 		_ = c.SetWriteDeadline(c.preauth)
-		if err := tc.Handshake(); err != nil {
+		if err != nil {
 			c.log.Debug("connection ended", "reason", fmt.Errorf("smtp: TLS handshake: %w", err))
 			c.Close()
 			return
@@ -260,6 +282,9 @@ func (c *conn) Read(b []byte) (int, error) {
 	if c.authed.Load() {
 		deadline = time.Now().Add(c.idle)
 	}
+	if hs := c.handshakeBy.Load(); hs != 0 && hs < deadline.UnixNano() {
+		deadline = time.Unix(0, hs)
+	}
 	if err := c.Conn.SetReadDeadline(deadline); err != nil {
 		return 0, err
 	}
@@ -284,6 +309,12 @@ func (c *conn) clientGone(d time.Duration) bool {
 }
 
 func (c *conn) Write(b []byte) (int, error) {
+	// go-smtp has no hook before its STARTTLS handshake: its 220 reply, the only 220 after
+	// the greeting on a connection without TLS, starts the handshake's deadline.
+	if c.s.Listener.TLS == proxy.TLSStartTLS && !c.tlsStarted.Load() && c.greeted.Swap(true) &&
+		bytes.HasPrefix(b, []byte("220 ")) && !c.tlsStarted.Swap(true) {
+		c.handshakeBy.Store(c.s.Listener.HandshakeDeadline(c.preauth).UnixNano())
+	}
 	n, err := c.Conn.Write(b)
 	if c.hangup.Load() {
 		c.Conn.Close()

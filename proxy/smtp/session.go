@@ -17,8 +17,6 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/saslgate/saslgate/backends"
-	"github.com/saslgate/saslgate/internal/metrics"
-	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/sasl"
 )
@@ -83,6 +81,9 @@ var _ gosmtp.AuthSession = (*session)(nil)
 
 func (c *conn) newSession(sc *gosmtp.Conn) (gosmtp.Session, error) {
 	st, isTLS := sc.TLSConnectionState()
+	if !isTLS && c.plainTLS != nil {
+		st, isTLS = *c.plainTLS, true
+	}
 	s := &session{c: c, tls: isTLS, nc: sc.Conn(), log: c.log}
 	if isTLS {
 		s.bnd = proxy.Conn{TLS: &st, Served: c.served}
@@ -90,35 +91,26 @@ func (c *conn) newSession(sc *gosmtp.Conn) (gosmtp.Session, error) {
 	return s, nil
 }
 
-// reply maps err to the reply the client gets: the one place where DESIGN.md's error table
-// meets SMTP. mech is the SASL mechanism during AUTH, "" when relaying. Replies of the
-// backend, and saslgate's own, pass unchanged. (A failed token was logged when its error
-// challenge went out: the client may cancel or vanish instead of answering it.)
-func (s *session) reply(mech string, err error) error {
-	backendTrouble := errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) ||
-		errors.Is(err, backends.ErrUnknownUser)
-	if mech != "" && err != nil {
-		s.c.m.AuthFailed(mech, err)
-	}
+// authReplies is the SMTP column of DESIGN.md's error table (RFC 4954 §6), by the login
+// pipeline's outcome.
+var authReplies = map[proxy.Kind]*gosmtp.SMTPError{
+	proxy.Refused:            errAuthFailed,
+	proxy.Malformed:          errAuthMalformed,
+	proxy.IdPUnavailable:     errAuthTemporary,
+	proxy.BackendUnavailable: errAuthTemporary,
+	proxy.BackendRefused:     errAuthTemporary,
+	proxy.Delayed:            errAuthTemporary,
+	proxy.Error:              errAuthTemporary,
+}
+
+// reply maps an error of the relay to the reply the client gets: replies of the backend, and
+// saslgate's own, pass unchanged; a broken backend connection is 421 and the end.
+func (s *session) reply(err error) error {
 	var se *gosmtp.SMTPError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, new(*sasl.Failure)):
-		return errAuthFailed
-	case errors.Is(err, sasl.ErrMalformed):
-		s.log.Info("authentication", "outcome", "malformed", "mech", mech, "reason", err)
-		return errAuthMalformed
-	case errors.Is(err, introspect.ErrTemporary):
-		s.log.Warn("authentication", "outcome", "temporary", "mech", mech, "reason", err)
-		return errAuthTemporary
-	case mech != "" && backendTrouble:
-		s.log.Error("backend login failed", "outcome", "backend", "mech", mech, "reason", err)
-		return errAuthTemporary
-	case mech != "":
-		s.log.Error("authentication", "outcome", "error", "mech", mech, "reason", err)
-		return errAuthTemporary
-	case !backendTrouble && errors.As(err, &se):
+	case errors.As(err, &se) && !errors.Is(err, backends.ErrUnavailable) && !errors.Is(err, backends.ErrRejected):
 		if se.Code == 421 {
 			// RFC 5321 §3.8: the backend is closing; so is this session.
 			s.c.hangUp()
@@ -147,89 +139,64 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 	if !s.tls {
 		return nil, errEncryptionRequired
 	}
-	if err := s.authDelay(mech); err != nil {
-		return nil, err
-	}
-	a := &authExchange{s: s, mech: mech}
-	switch mech {
-	case sasl.OAuthBearer:
-		a.sasl = sasl.NewOAuthBearer(a.authenticate)
-	case sasl.XOAuth2:
-		a.sasl = sasl.NewXOAuth2(a.authenticate)
-	default:
+	if mech != sasl.OAuthBearer && mech != sasl.XOAuth2 {
 		return nil, gosmtp.ErrAuthUnknownMechanism
+	}
+	srv := s.c.s
+	a := &authExchange{s: s, Attempt: proxy.Attempt{
+		Protocol: Protocol.Name, Mechanism: mech, Listener: srv.Listener, Conn: s.bnd,
+		Client: s.c.client, Log: s.log, Observer: s.c.obs,
+		NoSecret: srv.Config.Backend.Login == backends.LoginXClient,
+	}}
+	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
+		a.secret = secret
+		a.be, err = srv.dial(ctx, user, secret, s.c.client)
+		return err
+	}
+	if err := srv.Login.Wait(&a.Attempt, s.c.preauth, srv.sessions.Done()); err != nil {
+		// The delay outlasts the pre-authentication time, or the server is shutting down.
+		a.finish(err)
+		s.c.hangUp()
+		return nil, errAuthTemporary
+	}
+	a.sasl = sasl.NewOAuthBearer(a.authenticate)
+	if mech == sasl.XOAuth2 {
+		a.sasl = sasl.NewXOAuth2(a.authenticate)
 	}
 	return a, nil
 }
 
-// authExchange is one AUTH command: proxy/sasl's mechanism, the checks and the backend login
-// it runs, and the wait for the client's answer to an error challenge.
+// authExchange is one AUTH command: proxy/sasl's mechanism, the login pipeline it runs, and
+// the wait for the client's answer to an error challenge.
 type authExchange struct {
+	proxy.Attempt
 	s       *session
-	mech    string
 	sasl    gosasl.Server
 	failure *sasl.Failure // what the error challenge reports
-	id      introspect.Identity
+	outcome *proxy.Outcome
 	secret  backends.Secret
 	be      *backends.SMTPSession
 }
 
 var _ gosasl.Server = (*authExchange)(nil)
 
+// authenticate is the mechanisms' proxy/sasl Authenticator: the login pipeline.
 func (a *authExchange) authenticate(creds sasl.Credentials) error {
-	srv := a.s.c.s
 	// The pre-authentication deadline also bounds the IdP and backend work.
 	ctx, cancel := context.WithDeadline(context.Background(), a.s.c.preauth)
 	defer cancel()
-	id, err := proxy.Authorize(ctx, srv.Validator, srv.Listener, a.s.bnd, "smtp", creds)
-	if err != nil {
-		// For the log and noReply, if it is a *sasl.Failure.
-		if errors.As(err, &a.failure) && srv.AuthLimiter != nil {
-			srv.AuthLimiter.Failed(a.s.c.client.Addr.Addr())
-		}
-		return err
-	}
-	a.id = id
-	if srv.Config.Backend.Login != backends.LoginXClient {
-		if a.secret, err = srv.Secrets.Secret(ctx, id.User); err != nil {
-			return fmt.Errorf("smtp: no backend secret for user: %w", err)
-		}
-	}
-	start := time.Now()
-	a.be, err = srv.dial(ctx, id.User, a.secret, a.s.c.client)
-	a.s.c.m.BackendLogin(time.Since(start), err)
-	if err == nil && srv.AuthLimiter != nil {
-		srv.AuthLimiter.Succeeded(a.s.c.client.Addr.Addr())
-	}
+	err := a.s.c.s.Login.Run(ctx, &a.Attempt, creds)
+	errors.As(err, &a.failure) // for the error challenge, if it is a *sasl.Failure
 	return err
 }
 
-// authDelay holds back an AUTH command from a client that keeps failing (proxy.AuthLimiter),
-// the success answer too, so the delay cannot be cut short by guessing.
-func (s *session) authDelay(mech string) error {
-	srv := s.c.s
-	if srv.AuthLimiter == nil {
-		return nil
+// finish observes the exchange's outcome once (the pipeline's log line and metric).
+func (a *authExchange) finish(err error) proxy.Outcome {
+	if a.outcome == nil {
+		o := a.s.c.s.Login.Finish(&a.Attempt, err)
+		a.outcome = &o
 	}
-	d := srv.AuthLimiter.Delay(s.c.client.Addr.Addr())
-	if d <= 0 {
-		return nil
-	}
-	s.c.m.AuthDelayed()
-	if time.Until(s.c.preauth) < d {
-		s.c.m.AuthFailed(mech, metrics.ErrDelayed)
-		s.c.hangUp()
-		return errAuthTemporary
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-srv.sessions.Done():
-		s.c.hangUp()
-		return errAuthTemporary
-	}
+	return *a.outcome
 }
 
 // Next implements gosasl.Server.
@@ -238,19 +205,20 @@ func (a *authExchange) Next(response []byte) ([]byte, bool, error) {
 	challenge, done, err := a.sasl.Next(response)
 	switch {
 	case err != nil:
-		return nil, true, a.s.reply(a.mech, err)
+		return nil, true, authReplies[a.finish(err).Kind]
 	case done:
 		a.s.loggedIn(a)
 		return nil, true, nil
 	case len(challenge) > 0:
 		// Both mechanisms' only non-empty challenge is the RFC 7628 §3.2.2 error challenge,
 		// which the client must answer (§3.2.3). Some never do: fail on our own after a
-		// short wait.
+		// short wait. The outcome is decided now, and observed now: the client may cancel or
+		// vanish instead of answering.
 		if a.failure == nil {
 			// The mechanism failed the message itself: a bare kvsep (RFC 7628 §3.1).
 			a.failure = &sasl.Failure{Status: sasl.StatusInvalidRequest, Err: errors.New("smtp: no credentials in the client response")}
 		}
-		a.s.log.Info("authentication", "outcome", "failure", "mech", a.mech, "status", a.failure.Status, "reason", a.failure)
+		a.finish(a.failure)
 		wait := min(a.s.c.s.Config.ErrorReplyTimeout.Or(DefaultErrorReplyTimeout), time.Until(a.s.c.preauth))
 		a.s.c.arm(wait, a.noReply)
 	}
@@ -260,23 +228,22 @@ func (a *authExchange) Next(response []byte) ([]byte, bool, error) {
 // noReply ends an exchange whose error challenge got no answer: the 535 it would have got,
 // then the connection closes (go-smtp is still waiting for the answer and cannot be told).
 func (a *authExchange) noReply() {
-	a.s.log.Debug("authentication", "outcome", "failure", "mech", a.mech, "reason", errNoReply)
-	r := a.s.reply(a.mech, a.failure).(*gosmtp.SMTPError)
+	a.s.log.Debug("authentication", "outcome", "failure", "mech", a.Mechanism, "reason", errNoReply)
+	r := authReplies[a.finish(a.failure).Kind]
 	_ = a.s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	fmt.Fprintf(a.s.nc, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
 	a.s.nc.Close()
 }
 
 func (s *session) loggedIn(a *authExchange) {
+	o := a.finish(nil)
 	s.mu.Lock()
-	s.state, s.user, s.secret, s.be = stateReady, a.id.User, a.secret, a.be
-	s.log = s.log.With("user", a.id.User)
+	s.state, s.user, s.secret, s.be = stateReady, o.Identity.User, a.secret, a.be
+	s.log = s.log.With("user", o.Identity.User)
 	s.mu.Unlock()
 	s.c.setBackend(a.be)
 	s.c.authed.Store(true)
-	s.log.Info("authentication", "outcome", "success", "mech", a.mech, "issuer", a.id.Issuer)
-	s.c.m.AuthSucceeded(a.mech)
-	s.c.gauge.Authenticated()
+	s.c.obs.SessionAuthenticated()
 }
 
 // Mail implements gosmtp.Session.
@@ -302,7 +269,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if err == nil {
 		s.state = stateTransaction
 	}
-	return s.reply("", err)
+	return s.reply(err)
 }
 
 // senderAllowed applies Config.SenderPolicy to the envelope sender.
@@ -330,7 +297,7 @@ func (s *session) backendMail(from string, opts *gosmtp.MailOptions) error {
 		if s.be == nil {
 			start := time.Now()
 			be, err := s.c.s.dial(context.Background(), s.user, s.secret, s.c.client)
-			s.c.m.BackendLogin(time.Since(start), err)
+			s.c.obs.BackendLogin(time.Since(start), proxy.BackendResult(err))
 			if err != nil {
 				return err
 			}
@@ -382,13 +349,13 @@ func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != stateTransaction || s.be == nil {
-		return s.reply("", errNoBackend)
+		return s.reply(errNoBackend)
 	}
 	dsn := param{len(opts.Notify) > 0 || opts.OriginalRecipient != "", "DSN"}
 	if err := checkParams(s.be.Extensions, []param{dsn}); err != nil {
 		return err
 	}
-	return s.reply("", s.be.Client.Rcpt(to, opts))
+	return s.reply(s.be.Client.Rcpt(to, opts))
 }
 
 // Data implements gosmtp.Session. go-smtp hands over DATA and BDAT alike as one reader of the
@@ -398,16 +365,16 @@ func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != stateTransaction || s.be == nil {
-		return s.reply("", errNoBackend)
+		return s.reply(errNoBackend)
 	}
 	w, err := s.be.Client.Data()
 	if err != nil {
-		return s.reply("", err)
+		return s.reply(err)
 	}
 	buf := copyBuffers.Get().(*[]byte)
 	n, err := io.CopyBuffer(backendWriter{w}, r, *buf)
 	copyBuffers.Put(buf)
-	s.c.m.Relayed(n, 0)
+	s.c.obs.Relayed(n, 0)
 	if _, bdat := r.(*io.PipeReader); bdat && err == nil && s.c.clientGone(bdatCloseWait) {
 		// go-smtp takes a last BDAT chunk cut short by the client closing the connection for
 		// a whole one (its chunk copy sees io.EOF): a client that is gone now may not have
@@ -420,7 +387,7 @@ func (s *session) Data(r io.Reader) error {
 		// the backend connection without it abandons the transaction.
 		s.dropBackend()
 		if errors.Is(err, errBackendWrite) {
-			return s.reply("", err)
+			return s.reply(err)
 		}
 		// The client's side: gone, RSET during BDAT, or over the size limit (go-smtp's
 		// 552 5.3.4). go-smtp answers, if there is anyone to answer.
@@ -429,7 +396,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		return s.reply("", err)
+		return s.reply(err)
 	}
 	return dataReply(resp.StatusText)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -17,12 +18,45 @@ import (
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }
 
-type runtimeMemStats struct{}
+// heapSample is what heapSampler reads: runtime.MemStats' HeapInuse (the bytes of heap spans
+// holding objects, live or not yet swept), and the live heap as the last GC marked it.
+var heapSample = []rtmetrics.Sample{
+	{Name: "/memory/classes/heap/objects:bytes"},
+	{Name: "/memory/classes/heap/unused:bytes"},
+	{Name: "/gc/heap/live:bytes"},
+}
 
-func (runtimeMemStats) heapInuse() uint64 {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+// heapUse is the heap in use and the live heap, read without stopping the world.
+type heapUse struct{ inUse, live uint64 }
+
+func readHeap(s []rtmetrics.Sample) heapUse {
+	rtmetrics.Read(s)
+	return heapUse{inUse: s[0].Value.Uint64() + s[1].Value.Uint64(), live: s[2].Value.Uint64()}
+}
+
+// heapSampler collects garbage, then returns the heap use now and a function that stops
+// sampling it every millisecond and returns the largest values seen.
+func heapSampler() (base heapUse, peak func() heapUse) {
+	runtime.GC()
+	base = readHeap(slices.Clone(heapSample))
+	stop, done := make(chan struct{}), make(chan heapUse)
+	go func() {
+		s := slices.Clone(heapSample)
+		top := base
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			h := readHeap(s)
+			top = heapUse{inUse: max(top.inUse, h.inUse), live: max(top.live, h.live)}
+			select {
+			case <-stop:
+				done <- top
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return base, func() heapUse { close(stop); return <-done }
 }
 
 // ehloResponder is a backend that only greets, answers EHLO with its current extensions and

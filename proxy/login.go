@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy/sasl"
+)
+
+// Login is the login pipeline every front end shares: the failed-authentication delay, token
+// validation and policy (Authorize), the user's backend secret, the backend login, the
+// limiter's bookkeeping and one observation of the outcome. A front end parses the client's
+// bytes into an Attempt and sasl.Credentials and answers the Outcome from its own table;
+// it holds no step of the sequence itself.
+//
+// A Login is safe for concurrent use; its zero value is not usable (Validator is required).
+type Login struct {
+	Validator Validator
+	// Secrets gives the users' backend secrets; nil only if no Attempt needs one.
+	Secrets SecretSource
+	// Limiter delays the answers to clients that keep failing; nil: no delay.
+	Limiter AuthLimiter
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
+	refusals refusalMemory
+	logs     userLogLimiter
+}
+
+// Attempt is one authentication attempt on one connection: what the front end knows, and how
+// it logs in to its backend.
+type Attempt struct {
+	Protocol  string // the front end's Protocol.Name, for scopes and metrics
+	Mechanism string // OAUTHBEARER, XOAUTH2 or LOGIN (token as password)
+	Listener  ListenerConfig
+	Conn      Conn            // the client's TLS state: channel binding, bound tokens
+	Client    backends.Client // the client's address (PROXY header's, behind a balancer)
+	Log       *slog.Logger    // the connection's logger (nil: discard)
+	Observer  Observer        // the listener's observer (nil: none)
+	// NoSecret says the backend login needs no per-user secret (SMTP XCLIENT).
+	NoSecret bool
+	// Dial logs in to the backend as user with secret; the front end keeps the session it
+	// opens. Its errors wrap backends.ErrUnavailable or backends.ErrRejected.
+	Dial func(ctx context.Context, user string, secret backends.Secret) error
+
+	identity introspect.Identity // what Run validated, for Finish
+}
+
+// refusedFor is how long a (user, secret) pair the backend refused twice is answered from
+// memory. Long enough that a client retrying in a loop does not reach the backend at each try
+// (12,498 backend logins in 15 s from one client before), short enough that provisioning the
+// user fixes the login within a minute. The first refusal is not remembered, so the retry of
+// an admin who has just fixed the user's passdb entry goes through at once.
+const refusedFor = 30 * time.Second
+
+// Wait holds back an attempt from a client address that keeps failing (the Limiter), before
+// anything of the attempt is looked at, so a success cannot be told apart sooner than a
+// failure. It returns ErrDelayed when the delay would outlast deadline or stop closes first.
+func (l *Login) Wait(a *Attempt, deadline time.Time, stop <-chan struct{}) error {
+	if l.Limiter == nil {
+		return nil
+	}
+	d := l.Limiter.Delay(a.Client.Addr.Addr())
+	if d <= 0 {
+		return nil
+	}
+	if a.Observer != nil {
+		a.Observer.AuthDelayed()
+	}
+	if time.Until(deadline) < d {
+		return ErrDelayed
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-stop:
+		return ErrDelayed
+	}
+}
+
+// Run checks one SASL message's credentials and logs in to the backend. A refusal the client
+// caused is returned as its *sasl.Failure (so the mechanism sends the RFC 7628 error
+// challenge); anything else is an error that Classify sorts. Run does the limiter's
+// bookkeeping; Finish observes the attempt once its exchange is over.
+func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
+	ip := a.Client.Addr.Addr()
+	id, err := Authorize(ctx, l.Validator, a.Listener, a.Conn, a.Protocol, c)
+	a.identity = id
+	if err != nil {
+		if errors.As(err, new(*sasl.Failure)) && l.Limiter != nil {
+			l.Limiter.Failed(ip)
+		}
+		return err
+	}
+	var secret backends.Secret
+	if !a.NoSecret {
+		if secret, err = l.Secrets.Secret(ctx, id.User); err != nil {
+			if l.Limiter != nil {
+				l.Limiter.Failed(ip)
+			}
+			return err
+		}
+	}
+	key := refusalKey(a.Protocol, id.User, secret)
+	if l.refusals.has(key, l.now()) {
+		if l.Limiter != nil {
+			l.Limiter.Failed(ip)
+		}
+		return errRefusedRecently
+	}
+	start := time.Now()
+	err = a.Dial(ctx, id.User, secret)
+	if a.Observer != nil {
+		a.Observer.BackendLogin(time.Since(start), BackendResult(err))
+	}
+	switch {
+	case err == nil:
+		l.refusals.forget(key)
+	case errors.Is(err, backends.ErrRejected):
+		// A good token whose backend login is refused counts as a failure too; otherwise one
+		// client has the backend check a wrong secret as fast as it can ask (833/s before).
+		l.refusals.add(key, l.now())
+		if l.Limiter != nil {
+			l.Limiter.Failed(ip)
+		}
+	}
+	return err
+}
+
+// errRefusedRecently is the cause of a BackendRefused outcome answered from memory.
+var errRefusedRecently = fmt.Errorf("%w (moments ago; not asked again yet)", backends.ErrRejected)
+
+// BackendResult is the BackendLogin observation's result label: "" for success.
+func BackendResult(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, backends.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, backends.ErrRejected):
+		return "rejected"
+	case errors.Is(err, backends.ErrUnknownUser):
+		return "unknown_user"
+	}
+	return "error"
+}
+
+// Finish classifies how the attempt's exchange ended (err is what the mechanism or the front
+// end ended it with; nil is success) and observes it once: the audit log line and the metric.
+// A backend refusal is logged at error level, at most once a minute per user, since an admin
+// has to act on it.
+func (l *Login) Finish(a *Attempt, err error) Outcome {
+	o := Classify(err)
+	o.Identity = a.identity
+	if a.Observer != nil {
+		a.Observer.Authenticated(a.Mechanism, o.Result())
+	}
+	log := a.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	attrs := []any{"outcome", o.Result(), "mech", a.Mechanism}
+	if o.Identity.User != "" {
+		attrs = append(attrs, "user", o.Identity.User)
+	}
+	switch o.Kind {
+	case Success:
+		log.Info("authentication", append(attrs, "issuer", o.Identity.Issuer)...)
+	case Refused, Malformed:
+		log.Info("authentication", append(attrs, "reason", err)...)
+	case IdPUnavailable, Delayed:
+		log.Warn("authentication", append(attrs, "reason", err)...)
+	case BackendRefused:
+		if l.logs.allow(o.Identity.User, l.now()) {
+			log.Error("backend refused the login of a valid token; provision the user or fix the secret", append(attrs, "reason", err)...)
+		}
+	default:
+		log.Error("authentication", append(attrs, "reason", err)...)
+	}
+	return o
+}
+
+func (l *Login) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+// refusalKey identifies a (protocol, user, secret) login; the secret is hashed, never kept.
+func refusalKey(protocol, user string, secret backends.Secret) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(protocol))
+	h.Write([]byte{0})
+	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(secret.Reveal()))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// maxRefusals bounds the memory of refused logins; when full, expired entries go first, then
+// all of them (a flood of distinct refused users is itself answered by the limiter).
+const maxRefusals = 10000
+
+// refusalMemory remembers backend-refused logins: a pair refused twice, each within
+// refusedFor of the last, is answered from memory until refusedFor after the last refusal.
+type refusalMemory struct {
+	mu sync.Mutex
+	m  map[[32]byte]refusals
+}
+
+type refusals struct {
+	count int
+	last  time.Time
+}
+
+func (r *refusalMemory) has(k [32]byte, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[k]
+	return ok && e.count >= 2 && now.Sub(e.last) < refusedFor
+}
+
+func (r *refusalMemory) add(k [32]byte, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[[32]byte]refusals)
+	}
+	e, ok := r.m[k]
+	if !ok && len(r.m) >= maxRefusals {
+		for k, e := range r.m {
+			if now.Sub(e.last) >= refusedFor {
+				delete(r.m, k)
+			}
+		}
+		if len(r.m) >= maxRefusals {
+			clear(r.m)
+		}
+	}
+	if now.Sub(e.last) >= refusedFor {
+		e.count = 0
+	}
+	r.m[k] = refusals{count: e.count + 1, last: now}
+}
+
+func (r *refusalMemory) forget(k [32]byte) {
+	r.mu.Lock()
+	delete(r.m, k)
+	r.mu.Unlock()
+}
+
+// userLogLimiter lets one line per user be logged per minute.
+type userLogLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (u *userLogLimiter) allow(user string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.last[user]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if u.last == nil || len(u.last) >= 10000 {
+		u.last = make(map[string]time.Time)
+	}
+	u.last[user] = now
+	return true
+}
+
+// Observer receives one listener's events: internal/metrics implements it, and front ends
+// call it for the events that are theirs (connections, sessions, bytes).
+type Observer interface {
+	Accepted()
+	Refused(reason string) // reason: max_connections, max_connections_per_ip, proxy_untrusted, proxy_header
+	AuthDelayed()
+	// Authenticated is one attempt's outcome: mechanism and Outcome.Result.
+	Authenticated(mechanism, result string)
+	// BackendLogin is one backend login that took d; result is "" on success, else
+	// unavailable, rejected, unknown_user or error.
+	BackendLogin(d time.Duration, result string)
+	Relayed(up, down int64)
+	// SessionStarted, SessionAuthenticated and SessionEnded follow one connection through
+	// the active-session gauges; SessionEnded says whether it had authenticated.
+	SessionStarted()
+	SessionAuthenticated()
+	SessionEnded(authenticated bool)
+}
+
+// NopObserver observes nothing: the Observer of a listener without metrics.
+type NopObserver struct{}
+
+func (NopObserver) Accepted()                          {}
+func (NopObserver) Refused(string)                     {}
+func (NopObserver) AuthDelayed()                       {}
+func (NopObserver) Authenticated(string, string)       {}
+func (NopObserver) BackendLogin(time.Duration, string) {}
+func (NopObserver) Relayed(int64, int64)               {}
+func (NopObserver) SessionStarted()                    {}
+func (NopObserver) SessionAuthenticated()              {}
+func (NopObserver) SessionEnded(bool)                  {}

@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/internal/config"
+	"github.com/saslgate/saslgate/introspect"
+	"github.com/saslgate/saslgate/proxy/sasl"
+)
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		kind   Kind
+		result string
+	}{
+		{nil, Success, "success"},
+		{&sasl.Failure{Status: sasl.StatusInvalidToken}, Refused, "invalid_token"},
+		{fmt.Errorf("wrapped: %w", &sasl.Failure{Status: sasl.StatusInsufficientScope}), Refused, "insufficient_scope"},
+		{&sasl.Failure{Status: sasl.StatusInvalidRequest}, Refused, "invalid_request"},
+		{&sasl.Failure{Status: "something new"}, Refused, "invalid_token"},
+		{fmt.Errorf("x: %w", sasl.ErrMalformed), Malformed, "malformed"},
+		{&introspect.Error{Kind: introspect.ErrTemporary}, IdPUnavailable, "unavailable"},
+		{fmt.Errorf("x: %w", backends.ErrRejected), BackendRefused, "backend_rejected"},
+		{backends.ErrUnknownUser, BackendRefused, "backend_rejected"},
+		{errRefusedRecently, BackendRefused, "backend_rejected"},
+		{fmt.Errorf("x: %w", backends.ErrUnavailable), BackendUnavailable, "backend_unavailable"},
+		{ErrDelayed, Delayed, "delayed"},
+		{context.Canceled, Error, "error"},
+	} {
+		o := Classify(c.err)
+		if o.Kind != c.kind || o.Result() != c.result {
+			t.Errorf("Classify(%v) = %v/%q, want %v/%q", c.err, o.Kind, o.Result(), c.kind, c.result)
+		}
+	}
+	for _, k := range []Kind{Success, Refused, Malformed, IdPUnavailable, BackendUnavailable, BackendRefused, Delayed, Error} {
+		if r := (Outcome{Kind: k}).Result(); !contains(Results, r) {
+			t.Errorf("%v's result %q is not in Results", k, r)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// pipeline is a Login with a validator that knows the tokens "alice" and "bob" (their
+// users) and refuses anything else, a fixed secret per user, and a clock the test moves.
+type pipeline struct {
+	*Login
+	now   time.Time
+	logs  bytes.Buffer
+	mu    sync.Mutex
+	dials map[string]int // by user
+}
+
+func newPipeline(limits Limits) *pipeline {
+	p := &pipeline{now: time.Unix(1_700_000_000, 0), dials: map[string]int{}}
+	now := func() time.Time { return p.now }
+	p.Login = &Login{
+		Validator: validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
+			if r.Token == "alice" || r.Token == "bob" {
+				return introspect.Identity{User: r.Token}, nil
+			}
+			return introspect.Identity{}, &introspect.Error{Kind: introspect.ErrInvalidToken}
+		}),
+		Secrets: secretsFunc(func(user string) (backends.Secret, error) { return backends.Secret("secret-of-" + user), nil }),
+		Limiter: NewFailureLimiter(limits, now),
+		Now:     now,
+	}
+	return p
+}
+
+type secretsFunc func(string) (backends.Secret, error)
+
+func (f secretsFunc) Secret(_ context.Context, user string) (backends.Secret, error) { return f(user) }
+
+var client = backends.Client{Addr: netip.MustParseAddrPort("192.0.2.7:40000")}
+
+// try runs one attempt with token through the pipeline, the backend answering with dialErr,
+// and returns the observed outcome.
+func (p *pipeline) try(token string, dialErr error) Outcome {
+	a := &Attempt{
+		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client,
+		Log: slog.New(slog.NewTextHandler(&p.logs, nil)),
+		Dial: func(_ context.Context, user string, _ backends.Secret) error {
+			p.mu.Lock()
+			p.dials[user]++
+			p.mu.Unlock()
+			return dialErr
+		},
+	}
+	err := p.Run(context.Background(), a, sasl.Credentials{Token: token, CBFlag: 'n'})
+	return p.Finish(a, err)
+}
+
+func (p *pipeline) delay() time.Duration { return p.Limiter.Delay(client.Addr.Addr()) }
+
+// A valid token whose backend login is refused (user not provisioned, key drift) counts as a
+// failure, a login refused twice is not tried again for refusedFor, and the error is logged
+// once a minute per user: before, one client made 833 backend logins a second, each an ERROR
+// line.
+func TestLoginBackendRefusal(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 3, AuthFailureWindow: config.Duration(time.Hour)})
+	refused := fmt.Errorf("backend said NO: %w", backends.ErrRejected)
+	for i := range 50 {
+		if o := p.try("alice", refused); o.Kind != BackendRefused || o.Identity.User != "alice" {
+			t.Fatalf("attempt %d: %v %+v, want BackendRefused for alice", i, o.Kind, o.Identity)
+		}
+		p.now = p.now.Add(100 * time.Millisecond)
+	}
+	if p.dials["alice"] != 2 {
+		t.Errorf("50 attempts in 5 s reached the backend %d times, want 2 (the second refusal is remembered)", p.dials["alice"])
+	}
+	if d := p.delay(); d <= 0 {
+		t.Errorf("after 50 backend refusals the client is not delayed")
+	}
+	if n := strings.Count(p.logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d error lines for one user's refusals within a minute, want 1:\n%s", n, p.logs.String())
+	}
+	// Another user is not answered from alice's refusal.
+	if o := p.try("bob", nil); o.Kind != Success || p.dials["bob"] != 1 {
+		t.Errorf("bob: %v after %d dials, want success after 1", o.Kind, p.dials["bob"])
+	}
+	// Once refusedFor has passed, the backend is asked again (the user may be provisioned by
+	// now), and another minute brings another error line.
+	p.now = p.now.Add(refusedFor + time.Minute)
+	if o := p.try("alice", nil); o.Kind != Success || p.dials["alice"] != 3 {
+		t.Errorf("after %v: %v with %d dials, want success on the third dial", refusedFor, o.Kind, p.dials["alice"])
+	}
+	p.try("alice", refused)
+	if n := strings.Count(p.logs.String(), "level=ERROR"); n != 2 {
+		t.Errorf("%d error lines after a minute more, want 2", n)
+	}
+	if strings.Contains(p.logs.String(), "secret-of-") {
+		t.Errorf("the log holds a backend secret:\n%s", p.logs.String())
+	}
+}
+
+// Failures decay with time only: a client mixing good tokens with bad ones stays delayed (four
+// bad and one good, repeated, made 40 failures in 2 s with no delay before).
+func TestLoginSuccessErasesNothing(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 5, AuthFailureWindow: config.Duration(10 * time.Minute)})
+	var delays []time.Duration
+	for range 8 {
+		for range 4 {
+			if o := p.try("forged", nil); o.Kind != Refused {
+				t.Fatalf("forged token: %v, want Refused", o.Kind)
+			}
+		}
+		if o := p.try("alice", nil); o.Kind != Success {
+			t.Fatalf("good token: %v, want Success", o.Kind)
+		}
+		delays = append(delays, p.delay())
+		p.now = p.now.Add(250 * time.Millisecond)
+	}
+	if delays[0] != 0 || delays[1] == 0 || delays[7] < delays[1] {
+		t.Errorf("delay after each round of 4 failures and 1 success = %v; want it to start in round 2 and grow", delays)
+	}
+	// A quiet window forgets the address.
+	p.now = p.now.Add(10*time.Minute + time.Second)
+	if d := p.delay(); d != 0 {
+		t.Errorf("after a quiet window the delay is %v, want 0", d)
+	}
+}
+
+// The first refusal is not remembered: the admin who fixes the user's passdb entry and retries
+// at once gets in, and a success forgets the refusals of that login.
+func TestLoginRefusalFixedAtOnce(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 100})
+	refused := fmt.Errorf("backend said NO: %w", backends.ErrRejected)
+	for round := range 3 {
+		if o := p.try("alice", refused); o.Kind != BackendRefused {
+			t.Fatalf("round %d: %v, want BackendRefused", round, o.Kind)
+		}
+		if o := p.try("alice", nil); o.Kind != Success {
+			t.Fatalf("round %d: the retry after the fix: %v, want Success", round, o.Kind)
+		}
+	}
+	if p.dials["alice"] != 6 {
+		t.Errorf("%d dials, want 6: every attempt reached the backend", p.dials["alice"])
+	}
+}
+
+// An IdP that cannot answer is not the client's failure; neither is a backend that is down.
+func TestLoginTemporaryNotCounted(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 1})
+	p.Validator = validatorFunc(func(introspect.Request) (introspect.Identity, error) {
+		return introspect.Identity{}, &introspect.Error{Kind: introspect.ErrTemporary}
+	})
+	if o := p.try("alice", nil); o.Kind != IdPUnavailable {
+		t.Fatalf("IdP down: %v", o.Kind)
+	}
+	p.Validator = validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
+		return introspect.Identity{User: r.Token}, nil
+	})
+	if o := p.try("alice", fmt.Errorf("dial: %w", backends.ErrUnavailable)); o.Kind != BackendUnavailable {
+		t.Fatalf("backend down: %v", o.Kind)
+	}
+	if d := p.delay(); d != 0 {
+		t.Errorf("temporary failures delayed the client %v", d)
+	}
+	// Unavailable is not remembered like a refusal: the next try dials again.
+	p.try("alice", nil)
+	if p.dials["alice"] != 2 {
+		t.Errorf("%d dials, want 2", p.dials["alice"])
+	}
+}
+
+// Wait serves the limiter's delay, and gives up with ErrDelayed when the delay would outlast
+// the deadline or the server stops during it.
+func TestLoginWait(t *testing.T) {
+	l := &Login{Limiter: fixedLimiter(200 * time.Millisecond)}
+	a := &Attempt{Client: client}
+	start := time.Now()
+	if err := l.Wait(a, time.Now().Add(time.Minute), nil); err != nil || time.Since(start) < 200*time.Millisecond {
+		t.Errorf("Wait = %v after %v, want nil after 200ms", err, time.Since(start))
+	}
+	if err := l.Wait(a, time.Now().Add(100*time.Millisecond), nil); !errors.Is(err, ErrDelayed) {
+		t.Errorf("delay past the deadline: %v, want ErrDelayed", err)
+	}
+	stop := make(chan struct{})
+	close(stop)
+	if err := l.Wait(a, time.Now().Add(time.Minute), stop); !errors.Is(err, ErrDelayed) {
+		t.Errorf("stopped: %v, want ErrDelayed", err)
+	}
+	if err := (&Login{}).Wait(a, time.Now(), nil); err != nil {
+		t.Errorf("no limiter: %v", err)
+	}
+}
+
+type fixedLimiter time.Duration
+
+func (fixedLimiter) Failed(netip.Addr)                {}
+func (d fixedLimiter) Delay(netip.Addr) time.Duration { return time.Duration(d) }
