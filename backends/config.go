@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/saslgate/saslgate/internal/config"
@@ -16,10 +18,16 @@ import (
 
 // Login methods, the values of Config.Login.
 const (
-	LoginPlain   = "plain"
-	LoginLogin   = "login"
-	LoginXClient = "xclient"
+	LoginPlain           = "plain"
+	LoginLogin           = "login"
+	LoginMaster          = "master"
+	LoginMasterSeparator = "master_separator"
+	LoginXClient         = "xclient"
 )
+
+// DefaultMasterSeparator is Config.MasterSeparator when it is empty: Dovecot's usual
+// auth_master_user_separator.
+const DefaultMasterSeparator = "*"
 
 // DefaultTimeout bounds dialing and logging in to a backend when Config.Timeout is zero.
 const DefaultTimeout = 15 * time.Second
@@ -40,12 +48,30 @@ type Config struct {
 	// encrypted, but the backend is no longer authenticated: anyone able to intercept the
 	// connection can pose as the backend and collect every user's secret. Test setups only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// Login is how saslgate logs in as the user: "plain" (IMAP AUTHENTICATE PLAIN, SMTP AUTH
-	// PLAIN; the default), "login" (the IMAP LOGIN command, SMTP AUTH LOGIN) or, for a Postfix
-	// SMTP backend only, "xclient": XCLIENT LOGIN=<user> without any secret. With xclient the
-	// backend trusts saslgate to have authenticated the user; it must list saslgate's address
-	// in smtpd_authorized_xclient_hosts and nobody else's.
+	// Login is how saslgate logs in as the user. With the user's own secret: "plain" (IMAP
+	// AUTHENTICATE PLAIN, SMTP AUTH PLAIN; the default) or "login" (the IMAP LOGIN command,
+	// SMTP AUTH LOGIN). Without one, as a master user who may act as any user:
+	// "master", SASL PLAIN with the user as authorization identity and MasterUser as
+	// authentication identity (RFC 4616; Dovecot's master passdb, Cyrus's proxy
+	// authorization), or "master_separator", IMAP LOGIN or SMTP AUTH PLAIN as
+	// user+MasterSeparator+MasterUser (Dovecot's auth_master_user_separator), both with the
+	// secret in MasterSecretFile. Or, for a Postfix SMTP backend only, "xclient": XCLIENT
+	// LOGIN=<user> without any secret. With xclient the backend trusts saslgate to have
+	// authenticated the user; it must list saslgate's address in
+	// smtpd_authorized_xclient_hosts and nobody else's.
 	Login string `yaml:"login"`
+	// MasterUser is the master user of logins "master" and "master_separator"; required with
+	// them.
+	MasterUser string `yaml:"master_user"`
+	// MasterSecretFile holds the master user's password: one line, its line end not part of
+	// it; under the rule of every secret file (internal/secretfile: mode 0600 or 0400, or a
+	// root-owned 0640 read through saslgate's group). It is read at every backend login, so a
+	// new secret applies to the next login without a restart. Required with logins "master"
+	// and "master_separator". Whoever holds it can log in as any user of the backend.
+	MasterSecretFile string `yaml:"master_secret_file"`
+	// MasterSeparator joins the user and MasterUser with login "master_separator"; default
+	// DefaultMasterSeparator. A user whose name contains it is never sent to the backend.
+	MasterSeparator string `yaml:"master_separator"`
 	// Hostname is the name saslgate gives in EHLO to an SMTP backend (RFC 5321 §4.1.1.1);
 	// default the machine's host name. Not used for IMAP.
 	Hostname string `yaml:"hostname"`
@@ -108,9 +134,37 @@ func (c Config) Validate() error {
 		add("insecure_skip_verify: set together with ca_file, which it would ignore")
 	}
 	switch c.Login {
-	case "", LoginPlain, LoginLogin, LoginXClient:
+	case "", LoginPlain, LoginLogin, LoginMaster, LoginMasterSeparator, LoginXClient:
 	default:
-		add(`login: %q is not "plain", "login" or "xclient"`, c.Login)
+		add(`login: %q is not "plain", "login", "master", "master_separator" or "xclient"`, c.Login)
+	}
+	if c.usesMaster() {
+		switch {
+		case c.MasterUser == "":
+			add("master_user: required with login %q", c.Login)
+		case len(c.MasterUser) > maxUsernameLen || strings.ContainsFunc(c.MasterUser, isControl):
+			add("master_user: %q has control characters or is longer than %d bytes", c.MasterUser, maxUsernameLen)
+		case c.Login == LoginMasterSeparator && strings.Contains(c.MasterUser, c.separator()):
+			add("master_user: %q contains master_separator %q", c.MasterUser, c.separator())
+		}
+		if c.MasterSecretFile == "" {
+			add("master_secret_file: required with login %q", c.Login)
+		}
+	} else {
+		if c.MasterUser != "" {
+			add(`master_user: only used with login "master" or "master_separator"`)
+		}
+		if c.MasterSecretFile != "" {
+			add(`master_secret_file: only used with login "master" or "master_separator"`)
+		}
+	}
+	if c.MasterSeparator != "" {
+		if c.Login != LoginMasterSeparator {
+			add(`master_separator: only used with login "master_separator"`)
+		}
+		if strings.ContainsFunc(c.MasterSeparator, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			add("master_separator: %q is not printable ASCII without spaces", c.MasterSeparator)
+		}
 	}
 	if c.Hostname != "" && !validHostname(c.Hostname) {
 		add("hostname: %q is not a domain name or address literal", c.Hostname)
@@ -120,6 +174,27 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// NeedsUserSecret reports whether logging in needs the user's own backend secret (logins
+// "plain" and "login"); the master logins and xclient do not, and a login pipeline does not
+// look one up for them.
+func (c Config) NeedsUserSecret() bool {
+	switch c.Login {
+	case LoginMaster, LoginMasterSeparator, LoginXClient:
+		return false
+	}
+	return true
+}
+
+// usesMaster reports whether the login is as a master user.
+func (c Config) usesMaster() bool {
+	return c.Login == LoginMaster || c.Login == LoginMasterSeparator
+}
+
+// separator is MasterSeparator or its default.
+func (c Config) separator() string { return cmp.Or(c.MasterSeparator, DefaultMasterSeparator) }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // withDefaults fills in the defaulted fields of a valid configuration.
 func (c Config) withDefaults() Config {

@@ -30,13 +30,15 @@ type IMAPSession struct {
 // Close closes the backend connection.
 func (s *IMAPSession) Close() error { return s.Conn.Close() }
 
-// DialIMAP connects to the backend, secures the connection as configured and logs in as user
-// with secret, all within cfg.Timeout and ctx. With cfg.ForwardClientAddress, client's
-// addresses go first in an ID command (Dovecot's x-originating-ip and friends). The username and secret are checked before
-// anything is sent. Errors wrap ErrRejected (the backend, or this package, refused this login)
-// or ErrUnavailable (anything else); neither ever contains the secret.
+// DialIMAP connects to the backend, secures the connection as configured and logs in as user,
+// all within cfg.Timeout and ctx: with secret (logins "plain" and "login"), or as
+// cfg.MasterUser with the secret in cfg.MasterSecretFile, read now (logins "master" and
+// "master_separator"; secret unused). With cfg.ForwardClientAddress, client's addresses go
+// first in an ID command (Dovecot's x-originating-ip and friends). The username and secret
+// are checked before anything is sent. Errors wrap ErrRejected (the backend, or this package,
+// refused this login) or ErrUnavailable (anything else); neither ever contains a secret.
 func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*IMAPSession, error) {
-	if err := checkCredentials("imap", user, secret); err != nil {
+	if err := cfg.checkLogin("imap", user, secret); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -46,10 +48,13 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, clien
 		return nil, &loginError{kind: ErrUnavailable, msg: `backends: imap backend misconfigured: login "xclient" is for SMTP backends`}
 	}
 	cfg = cfg.withDefaults()
-	c := &imapClient{cfg: cfg, user: user, secret: secret.Reveal(), client: client}
+	creds, err := cfg.credentials(user, secret)
+	if err != nil {
+		return nil, &loginError{kind: ErrUnavailable, msg: "backends: imap backend misconfigured", cause: err}
+	}
+	c := &imapClient{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
 	var tlsCfg *tls.Config
 	if cfg.TLS != "none" {
-		var err error
 		if tlsCfg, err = cfg.TLSConfig(); err != nil {
 			return nil, c.unavailable("tls config", err)
 		}
@@ -85,11 +90,13 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, clien
 
 // imapClient is the state of one DialIMAP call.
 type imapClient struct {
-	cfg    Config
-	user   string
-	secret string
-	client Client
-	ctx    context.Context
+	cfg     Config
+	user    string // the user logged in as, for messages
+	authzid string // what the login sends: credentials
+	authcid string
+	secret  string
+	client  Client
+	ctx     context.Context
 
 	conn net.Conn
 	br   *bufio.Reader
@@ -151,7 +158,7 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 	}
 	var done *response
 	c.seenCaps = nil
-	if c.cfg.Login == LoginLogin {
+	if c.cfg.Login == LoginLogin || c.cfg.Login == LoginMasterSeparator {
 		done, err = c.login()
 	} else {
 		done, err = c.authenticatePlain()
@@ -173,7 +180,7 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 		}
 		return nil, &loginError{
 			kind: ErrRejected,
-			msg:  fmt.Sprintf("backends: imap backend %s rejected login for %q: %s", c.cfg.Address, c.user, text),
+			msg:  fmt.Sprintf("backends: imap backend %s rejected login for %s: %s", c.cfg.Address, c.cfg.loginFor(c.user), text),
 		}
 	}
 
@@ -258,14 +265,19 @@ func (c *imapClient) capability() error {
 	return nil
 }
 
-// authenticatePlain runs AUTHENTICATE PLAIN (RFC 4616 message with an empty authzid) with the
-// message as an initial response when the backend offers SASL-IR (RFC 4959), else after its
-// empty "+" challenge. It returns the tagged completion.
+// authenticatePlain runs AUTHENTICATE PLAIN (RFC 4616 message: authzid, empty but with login
+// "master", authcid and password) with the message as an initial response when the backend
+// offers SASL-IR (RFC 4959), else after its empty "+" challenge. It returns the tagged
+// completion.
 func (c *imapClient) authenticatePlain() (*response, error) {
 	if !hasCapability(c.caps, "AUTH=PLAIN") {
-		return nil, c.unavailable("login", errors.New(`backend does not offer AUTH=PLAIN (set login: "login"?)`))
+		hint := `(set login: "login"?)`
+		if c.cfg.Login == LoginMaster {
+			hint = `(login "master" needs it; "master_separator" uses LOGIN)`
+		}
+		return nil, c.unavailable("login", errors.New("backend does not offer AUTH=PLAIN "+hint))
 	}
-	msg := base64.StdEncoding.EncodeToString([]byte("\x00" + c.user + "\x00" + c.secret))
+	msg := base64.StdEncoding.EncodeToString([]byte(c.authzid + "\x00" + c.authcid + "\x00" + c.secret))
 	c.extra = append(c.extra, msg)
 	tag := c.nextTag()
 	if hasCapability(c.caps, "SASL-IR") {
@@ -297,7 +309,7 @@ func (c *imapClient) login() (*response, error) {
 	// Each segment but the last ends with a literal announcement "{n}\r\n" and waits for "+".
 	var segments []string
 	cur := tag + " LOGIN"
-	for _, arg := range []string{c.user, c.secret} {
+	for _, arg := range []string{c.authcid, c.secret} {
 		cur += " "
 		if needsLiteral(arg) {
 			segments = append(segments, cur+"{"+strconv.Itoa(len(arg))+"}\r\n")

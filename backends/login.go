@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -79,6 +80,81 @@ func checkCredentials(protocol, user string, secret Secret) error {
 		return nil
 	}
 	return &loginError{kind: ErrRejected, msg: "backends: not sent to the " + protocol + " backend: " + reason}
+}
+
+// checkLogin refuses what must never reach the wire for cfg.Login: checkUser's usernames, a
+// username holding the master separator (it would move the split between user and master
+// user), and, in the logins that send it, checkCredentials's per-user secrets.
+func (c Config) checkLogin(protocol, user string, secret Secret) error {
+	switch c.Login {
+	case LoginXClient, LoginMaster:
+		return checkUser(protocol, user)
+	case LoginMasterSeparator:
+		if err := checkUser(protocol, user); err != nil {
+			return err
+		}
+		if sep := c.separator(); strings.Contains(user, sep) {
+			return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: not sent to the %s backend: username %q contains the master separator %q", protocol, user, sep)}
+		}
+		return nil
+	default:
+		return checkCredentials(protocol, user, secret)
+	}
+}
+
+// credentials is what a login sends (RFC 4616 §2 names): the identity to act as ("" for
+// the authenticated one), the identity authenticated, and its password.
+type credentials struct {
+	authzid, authcid string
+	password         Secret
+}
+
+// credentials returns what cfg.Login sends for user, reading the master secret file for the
+// master logins. It runs after Validate and checkLogin.
+func (c Config) credentials(user string, secret Secret) (credentials, error) {
+	switch c.Login {
+	case LoginMaster, LoginMasterSeparator:
+		ms, err := c.MasterSecret()
+		if err != nil {
+			return credentials{}, err
+		}
+		if c.Login == LoginMaster {
+			return credentials{authzid: user, authcid: c.MasterUser, password: ms}, nil
+		}
+		return credentials{authcid: user + c.separator() + c.MasterUser, password: ms}, nil
+	case LoginXClient:
+		return credentials{authcid: user}, nil
+	}
+	return credentials{authcid: user, password: secret}, nil
+}
+
+// loginFor names, for messages, the user logged in as and the master user it logs in as.
+func (c Config) loginFor(user string) string {
+	if c.usesMaster() {
+		return fmt.Sprintf("%q (as master user %q)", user, c.MasterUser)
+	}
+	return strconv.Quote(user)
+}
+
+// MasterSecret reads MasterSecretFile under secretfile's rule: one line of text without NUL,
+// the line end not part of it. It is read on every call, so a replaced file applies to the
+// next login. Errors name the file, never its contents.
+func (c Config) MasterSecret() (Secret, error) {
+	if c.MasterSecretFile == "" {
+		return "", errors.New("backends: master_secret_file: not set")
+	}
+	b, _, err := readPrivateFile(c.MasterSecretFile, "master_secret_file")
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	switch {
+	case s == "":
+		return "", fmt.Errorf("backends: master_secret_file %s is empty", c.MasterSecretFile)
+	case strings.ContainsAny(s, "\r\n\x00"):
+		return "", fmt.Errorf("backends: master_secret_file %s is not one line of text (NUL or several lines)", c.MasterSecretFile)
+	}
+	return Secret(s), nil
 }
 
 // unavailable is the ErrUnavailable error for a failed stage of a dial within ctx; a timeout

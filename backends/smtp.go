@@ -59,35 +59,35 @@ var reportedExtensions = []string{
 }
 
 // DialSMTP connects to the backend, secures the connection as configured and logs in as user,
-// all within cfg.Timeout and ctx: with AUTH PLAIN or LOGIN and secret (RFC 4954), or, with
-// Login "xclient", with Postfix's XCLIENT LOGIN= (secret unused). Every EHLO names
-// cfg.Hostname. The username and secret are checked before anything is sent. Errors wrap
+// all within cfg.Timeout and ctx: with AUTH PLAIN or LOGIN and secret (RFC 4954); with AUTH
+// PLAIN as cfg.MasterUser and the secret in cfg.MasterSecretFile, read now, for logins
+// "master" (user as authorization identity, RFC 4616) and "master_separator" (authentication
+// identity user+cfg.MasterSeparator+cfg.MasterUser); or, with Login "xclient", with Postfix's
+// XCLIENT LOGIN=. Only "plain" and "login" use secret. Every EHLO names cfg.Hostname. The username and secret are checked before anything is sent. Errors wrap
 // ErrRejected (a 535 from the backend, or refused by this package) or ErrUnavailable
-// (anything else); neither ever contains the secret.
+// (anything else); neither ever contains a secret.
 //
 // With cfg.ForwardClientAddress and a backend offering XCLIENT ADDR, client's address goes
 // first in XCLIENT ADDR= PORT= (together with LOGIN= for login "xclient").
 func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*SMTPSession, error) {
-	var err error
-	if cfg.Login == LoginXClient {
-		err = checkUser("smtp", user)
-	} else {
-		err = checkCredentials("smtp", user, secret)
-	}
-	if err != nil {
+	if err := cfg.checkLogin("smtp", user, secret); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
 	}
 	d := &smtpDial{cfg: cfg.withDefaults(), user: user, client: client}
+	creds, err := d.cfg.credentials(user, secret)
+	if err != nil {
+		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
+	}
 	if d.cfg.Login != LoginXClient {
-		s := secret.Reveal()
+		s := creds.password.Reveal()
 		// go-smtp's client sends these forms; a backend echoing them must not leak the secret.
-		d.redact = []string{s, base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + s)),
+		d.redact = []string{s, base64.StdEncoding.EncodeToString([]byte(creds.authzid + "\x00" + creds.authcid + "\x00" + s)),
 			base64.StdEncoding.EncodeToString([]byte(s))}
 	}
-	return d.run(ctx, func(c *smtp.Client) error { return d.login(c, secret) })
+	return d.run(ctx, func(c *smtp.Client) error { return d.login(c, creds) })
 }
 
 // ProbeSMTP connects and secures the connection like DialSMTP, but only to learn the
@@ -305,18 +305,18 @@ func (d *smtpDial) cmd(expect int, line string) (string, error) {
 	return msg, d.replyError(err)
 }
 
-// login authenticates with AUTH PLAIN (RFC 4616, empty authzid) or AUTH LOGIN; a 535
-// (RFC 4954 §6: credentials invalid) rejects this user, anything else makes the backend
-// unavailable.
-func (d *smtpDial) login(c *smtp.Client, secret Secret) error {
+// login authenticates with AUTH PLAIN (RFC 4616; the authzid is empty but with login
+// "master") or AUTH LOGIN; a 535 (RFC 4954 §6: credentials invalid) rejects this user,
+// anything else makes the backend unavailable.
+func (d *smtpDial) login(c *smtp.Client, creds credentials) error {
 	var client sasl.Client
 	switch d.cfg.Login {
 	case LoginXClient:
 		return nil
 	case LoginLogin:
-		client = sasl.NewLoginClient(d.user, secret.Reveal())
+		client = sasl.NewLoginClient(creds.authcid, creds.password.Reveal())
 	default:
-		client = sasl.NewPlainClient("", d.user, secret.Reveal())
+		client = sasl.NewPlainClient(creds.authzid, creds.authcid, creds.password.Reveal())
 	}
 	mech, _, _ := client.Start()
 	if !c.SupportsAuth(mech) {
@@ -328,8 +328,8 @@ func (d *smtpDial) login(c *smtp.Client, secret Secret) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &se) && se.Code == 535:
-		return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: smtp backend %s rejected login for %q: %v",
-			d.cfg.Address, d.user, d.replyError(err))}
+		return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: smtp backend %s rejected login for %s: %v",
+			d.cfg.Address, d.cfg.loginFor(d.user), d.replyError(err))}
 	default:
 		return d.unavailable("login", d.replyError(err))
 	}

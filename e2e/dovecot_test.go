@@ -51,6 +51,25 @@ type dovecot struct {
 // backends.DeriveSecret(key, user), the same function the proxy uses. With submission,
 // Dovecot also listens for LMTP and offers its auth service to Postfix.
 func startDovecot(ctx context.Context, dir string, key []byte, submission bool) (*dovecot, error) {
+	return startDovecotWith(ctx, dir, dovecotOptions{key: key, submission: submission})
+}
+
+// dovecotOptions are startDovecot's parameters.
+type dovecotOptions struct {
+	key        []byte
+	submission bool
+	// master, when set, replaces the users' derived secrets: their passdb entries have no
+	// password, and a master passdb holds this master user, who logs in as any of them
+	// (SASL PLAIN authzid, or user*master with auth_master_user_separator = *).
+	master *masterUser
+}
+
+// masterUser is a Dovecot master user and its password.
+type masterUser struct{ name, secret string }
+
+// startDovecotWith is startDovecot with every option.
+func startDovecotWith(ctx context.Context, dir string, o dovecotOptions) (*dovecot, error) {
+	key, submission := o.key, o.submission
 	addr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -111,11 +130,31 @@ func startDovecot(ctx context.Context, dir string, key []byte, submission bool) 
 
 	var passwd strings.Builder
 	for _, u := range []string{mailUser, mailUser2} {
+		if o.master != nil {
+			fmt.Fprintf(&passwd, "%s:{CRYPT}*\n", u) // matches no password: only the master user logs in as u
+			continue
+		}
 		fmt.Fprintf(&passwd, "%s:{PLAIN}%s\n", u, backends.DeriveSecret(key, u).Reveal())
 	}
 	passwdPath := filepath.Join(dir, "passwd")
 	if err := os.WriteFile(passwdPath, []byte(passwd.String()), 0o644); err != nil {
 		return nil, err
+	}
+	masterConf := ""
+	if o.master != nil {
+		masterPath := filepath.Join(dir, "passwd.master")
+		if err := os.WriteFile(masterPath, []byte(o.master.name+":{PLAIN}"+o.master.secret+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		// pass = yes: the user logged in as must also exist in the regular passdb.
+		masterConf = fmt.Sprintf(`auth_master_user_separator = *
+passdb {
+  driver = passwd-file
+  master = yes
+  pass = yes
+  args = scheme=PLAIN username_format=%%u %s
+}
+`, masterPath)
 	}
 	for _, sub := range []string{"run", "state"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -171,6 +210,7 @@ service imap-login {
   }
 }
 `, dir, d.log, internalUser, loginUser, uid, gid, passwdPath, port, protocols)
+	conf += masterConf
 	if submission {
 		_, lmtpPort, _ := net.SplitHostPort(d.lmtpAddr)
 		conf += submissionDovecot(d.authSocket, lmtpPort)
@@ -204,8 +244,12 @@ service imap-login {
 	// Ready means the auth process answers, not just that the port is open; this also
 	// checks that the derived secret logs in, before the proxy depends on it.
 	deadline := time.Now().Add(15 * time.Second)
+	user, pass := mailUser, backends.DeriveSecret(key, mailUser).Reveal()
+	if o.master != nil {
+		user, pass = mailUser+"*"+o.master.name, o.master.secret
+	}
 	for {
-		err = d.checkLogin(mailUser, backends.DeriveSecret(key, mailUser).Reveal())
+		err = d.checkLogin(user, pass)
 		if err == nil || time.Now().After(deadline) {
 			return d, err
 		}

@@ -273,6 +273,10 @@ type gateSpec struct {
 	cache   string   // tokens.cache, flow style; default {ttl: 1m}
 	limits  string   // limits, flow style; default no failure delay and 1000 connections per IP
 	hmacKey string   // secrets.hmac_key_file; default the run's key, which Dovecot's passdb uses
+	// login is imap.backend's login and the keys that go with it, flow style without the
+	// braces; default "login: plain". A login that needs no per-user secret (master,
+	// master_separator) leaves out the secrets section.
+	login string
 }
 
 func jwtIssuer(iss string) string {
@@ -322,6 +326,12 @@ func (e *env) startTestGate(t *testing.T, s gateSpec) *gate {
 	if s.hmacKey == "" {
 		s.hmacKey = filepath.Join(e.dir, "hmac.key")
 	}
+	secrets := fmt.Sprintf("secrets: {source: hmac, hmac_key_file: %q}\n", s.hmacKey)
+	if s.login == "" {
+		s.login = "login: plain"
+	} else if !strings.HasPrefix(s.login, "login: plain") && !strings.HasPrefix(s.login, "login: login") {
+		secrets = ""
+	}
 	addr, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -346,17 +356,16 @@ listeners:
     public_host: 127.0.0.1
     public_port: %[5]s
 imap:
-  backend: {address: %[6]s, tls: none, login: plain, timeout: 30s}
+  backend: {address: %[6]s, tls: none, %[11]s, timeout: 30s}
   allow_token_as_login_password: false
   preauth_timeout: 30s
   error_reply_timeout: 1s
-secrets: {source: hmac, hmac_key_file: %[7]q}
-limits: %[10]s
+%[7]slimits: %[10]s
 tokens:
   issuers:
 %[8]s  cache: %[9]s
 `, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, s.backend,
-		s.hmacKey, strings.Join(s.issuers, ""), s.cache, s.limits)
+		secrets, strings.Join(s.issuers, ""), s.cache, s.limits, s.login)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 		}
 		return introspect.Identity{User: r.Token}, nil // the user is the token
 	})
-	dialErr := func(user string) error {
+	dialErr := func(user string, _ backends.Secret) error {
 		switch user {
 		case "backend-down":
 			return fmt.Errorf("dial: %w", backends.ErrUnavailable)
@@ -96,7 +96,7 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 					if tc.delayed {
 						login.Limiter = fixedLimiter(time.Hour)
 					}
-					addr := fe.start(t, proxy.ListenerConfig{Name: "tls", TLS: proxy.TLSImplicit}, login, cert, dialErr)
+					addr := fe.start(t, proxy.ListenerConfig{Name: "tls", TLS: proxy.TLSImplicit}, backends.Config{}, login, cert, dialErr)
 					nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 					if err != nil {
 						t.Fatal(err)
@@ -130,6 +130,78 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 	}
 }
 
+// The pipeline asks the SecretSource for the user's secret only for the backend logins that
+// send it (backends.Config.NeedsUserSecret); the master logins and xclient dial with none,
+// and run without any SecretSource at all.
+func TestFrontEndsSecretOnlyWhenNeeded(t *testing.T) {
+	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	validator := validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
+		return introspect.Identity{User: "alice"}, nil
+	})
+	want := map[string]string{"imap": "a NO [UNAVAILABLE] ", "smtp": "454 4.7.0 "}
+	for _, fe := range frontEnds {
+		logins := []string{backends.LoginPlain, backends.LoginLogin, backends.LoginMaster, backends.LoginMasterSeparator}
+		if fe.protocol == "smtp" {
+			logins = append(logins, backends.LoginXClient)
+		}
+		for _, loginMode := range logins {
+			backend := backends.Config{Login: loginMode}
+			if loginMode == backends.LoginMaster || loginMode == backends.LoginMasterSeparator {
+				backend.MasterUser, backend.MasterSecretFile = "admin", "/nonexistent/master.secret"
+			}
+			needs := backend.NeedsUserSecret()
+			for _, withSource := range []bool{true, false} {
+				if needs && !withSource {
+					continue
+				}
+				t.Run(fmt.Sprintf("%s/%s/source=%v", fe.protocol, loginMode, withSource), func(t *testing.T) {
+					var asked int
+					var dialled []backends.Secret
+					login := &proxy.Login{Validator: validator}
+					if withSource {
+						login.Secrets = secretsFunc(func(string) (backends.Secret, error) { asked++; return "s3cret", nil })
+					}
+					dial := func(_ string, secret backends.Secret) error {
+						dialled = append(dialled, secret)
+						return fmt.Errorf("dial: %w", backends.ErrUnavailable)
+					}
+					addr := fe.start(t, proxy.ListenerConfig{Name: "tls", TLS: proxy.TLSImplicit}, backend, login, cert, dial)
+					nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer nc.Close()
+					nc.SetDeadline(time.Now().Add(10 * time.Second))
+					c := &lineConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+					fe.auth(c, base64.StdEncoding.EncodeToString(sasl.EncodeXOAuth2("alice", "token")))
+					c.expect(want[fe.protocol])
+					wantSecret, wantAsked := backends.Secret(""), 0
+					if needs {
+						wantSecret, wantAsked = "s3cret", 1
+					}
+					if asked != wantAsked || len(dialled) != 1 || dialled[0].Reveal() != wantSecret.Reveal() {
+						t.Errorf("SecretSource asked %d times, backend dialled with %d secrets (%q); want %d and one, %q",
+							asked, len(dialled), revealAll(dialled), wantAsked, wantSecret.Reveal())
+					}
+				})
+			}
+		}
+	}
+}
+
+func revealAll(s []backends.Secret) []string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = x.Reveal()
+	}
+	return out
+}
+
 // A client that stalls in the TLS handshake, the implicit one or the one after STARTTLS, is
 // closed after the listener's handshake_timeout, not after the whole pre-authentication time.
 func TestFrontEndsHandshakeTimeout(t *testing.T) {
@@ -139,12 +211,12 @@ func TestFrontEndsHandshakeTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	login := &proxy.Login{Validator: validatorFunc(nil), Secrets: secretsFunc(nil)}
-	noDial := func(string) error { return errors.New("no backend") }
+	noDial := func(string, backends.Secret) error { return errors.New("no backend") }
 	for _, fe := range frontEnds {
 		for _, mode := range []string{proxy.TLSImplicit, proxy.TLSStartTLS} {
 			t.Run(fe.protocol+"/"+mode, func(t *testing.T) {
 				l := proxy.ListenerConfig{Name: mode, TLS: mode, HandshakeTimeout: config.Duration(timeout)}
-				addr := fe.start(t, l, login, cert, noDial)
+				addr := fe.start(t, l, backends.Config{}, login, cert, noDial)
 				start := time.Now() // implicit TLS: the handshake begins at accept
 				nc, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -174,26 +246,29 @@ func TestFrontEndsHandshakeTimeout(t *testing.T) {
 	}
 }
 
-// frontEnds are the registered protocols' front ends, started on a loopback port with a
-// backend dialer that fails as dialErr says.
+// dialFunc stands for the backend login: what it returns is the login's error.
+type dialFunc func(user string, secret backends.Secret) error
+
+// frontEnds are the registered protocols' front ends, started on a loopback port with the
+// backend configuration and a backend dialer that fails as dial says.
 var frontEnds = []struct {
 	protocol string
-	start    func(t *testing.T, l proxy.ListenerConfig, login *proxy.Login, cert tls.Certificate, dialErr func(user string) error) string
+	start    func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string
 	auth     func(c *lineConn, ir string) // sends the AUTH command with ir
 	startTLS func(c *lineConn)            // on a plaintext connection: greeting, STARTTLS, its OK
 }{
 	{
 		protocol: "imap",
-		start: func(t *testing.T, l proxy.ListenerConfig, login *proxy.Login, cert tls.Certificate, dialErr func(string) error) string {
+		start: func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string {
 			ln := listen(t)
 			l.Protocol = "imap"
 			srv := &imap.Server{
 				Listener:  l,
-				Config:    imap.Config{PreauthTimeout: config.Duration(5 * time.Second)},
+				Config:    imap.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second)},
 				TLSConfig: certs.FromCertificate(cert).TLSConfig(),
 				Login:     login,
-				Dial: func(_ context.Context, user string, _ backends.Secret) (*backends.IMAPSession, error) {
-					return nil, dialErr(user)
+				Dial: func(_ context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error) {
+					return nil, dial(user, secret)
 				},
 			}
 			go srv.Serve(ln)
@@ -212,16 +287,17 @@ var frontEnds = []struct {
 	},
 	{
 		protocol: "smtp",
-		start: func(t *testing.T, l proxy.ListenerConfig, login *proxy.Login, cert tls.Certificate, dialErr func(string) error) string {
+		start: func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string {
 			ln := listen(t)
 			l.Protocol = "smtp"
+			backend.Address = "127.0.0.1:1"
 			srv := &smtp.Server{
 				Listener:  l,
-				Config:    smtp.Config{Backend: backends.Config{Address: "127.0.0.1:1"}, PreauthTimeout: config.Duration(5 * time.Second), Hostname: "mx.example"},
+				Config:    smtp.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second), Hostname: "mx.example"},
 				TLSConfig: certs.FromCertificate(cert).TLSConfig(),
 				Login:     login,
-				Dial: func(_ context.Context, user string, _ backends.Secret) (*backends.SMTPSession, error) {
-					return nil, dialErr(user)
+				Dial: func(_ context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error) {
+					return nil, dial(user, secret)
 				},
 			}
 			go srv.Serve(ln)

@@ -44,7 +44,8 @@ type Attempt struct {
 	Client    backends.Client // the client's address (PROXY header's, behind a balancer)
 	Log       *slog.Logger    // the connection's logger (nil: discard)
 	Observer  Observer        // the listener's observer (nil: none)
-	// NoSecret says the backend login needs no per-user secret (SMTP XCLIENT).
+	// NoSecret says the backend login needs no per-user secret (backends.Config.NeedsUserSecret:
+	// master logins, SMTP XCLIENT); Dial then gets an empty secret.
 	NoSecret bool
 	// Dial logs in to the backend as user with secret; the front end keeps the session it
 	// opens. Its errors wrap backends.ErrUnavailable or backends.ErrRejected.
@@ -110,8 +111,13 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 			return err
 		}
 	}
+	// Only a per-user secret's refusal is remembered: it is the pair (user, secret) that is
+	// wrong. A master or XCLIENT login refused is the master credential's fault or the
+	// backend's, and an admin's fix of it must apply at once to every user; the failure
+	// delay bounds such retries.
 	key := refusalKey(a.Protocol, id.User, secret)
-	if l.refusals.has(key, l.now()) {
+	remember := !a.NoSecret
+	if remember && l.refusals.has(key, l.now()) {
 		if l.Limiter != nil {
 			l.Limiter.Failed(ip)
 		}
@@ -123,12 +129,14 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		a.Observer.BackendLogin(time.Since(start), BackendResult(err))
 	}
 	switch {
-	case err == nil:
+	case err == nil && remember:
 		l.refusals.forget(key)
 	case errors.Is(err, backends.ErrRejected):
 		// A good token whose backend login is refused counts as a failure too; otherwise one
 		// client has the backend check a wrong secret as fast as it can ask (833/s before).
-		l.refusals.add(key, l.now())
+		if remember {
+			l.refusals.add(key, l.now())
+		}
 		if l.Limiter != nil {
 			l.Limiter.Failed(ip)
 		}

@@ -63,10 +63,11 @@ func contains(list []string, s string) bool {
 // users) and refuses anything else, a fixed secret per user, and a clock the test moves.
 type pipeline struct {
 	*Login
-	now   time.Time
-	logs  bytes.Buffer
-	mu    sync.Mutex
-	dials map[string]int // by user
+	noSecret bool // the backend login needs no per-user secret (master, XCLIENT)
+	now      time.Time
+	logs     bytes.Buffer
+	mu       sync.Mutex
+	dials    map[string]int // by user
 }
 
 func newPipeline(limits Limits) *pipeline {
@@ -96,7 +97,7 @@ var client = backends.Client{Addr: netip.MustParseAddrPort("192.0.2.7:40000")}
 // and returns the observed outcome.
 func (p *pipeline) try(token string, dialErr error) Outcome {
 	a := &Attempt{
-		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client,
+		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client, NoSecret: p.noSecret,
 		Log: slog.New(slog.NewTextHandler(&p.logs, nil)),
 		Dial: func(_ context.Context, user string, _ backends.Secret) error {
 			p.mu.Lock()
@@ -194,6 +195,29 @@ func TestLoginRefusalFixedAtOnce(t *testing.T) {
 	}
 	if p.dials["alice"] != 6 {
 		t.Errorf("%d dials, want 6: every attempt reached the backend", p.dials["alice"])
+	}
+}
+
+// A login that sends no per-user secret (master, XCLIENT) refused is not remembered: the
+// master credential is wrong for everyone, and the admin's fix must apply to every user at
+// once. The refusals still count for the failure delay.
+func TestLoginMasterRefusalNotRemembered(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 3, AuthFailureWindow: config.Duration(time.Hour)})
+	p.noSecret = true
+	refused := fmt.Errorf("backend said NO: %w", backends.ErrRejected)
+	for range 5 {
+		if o := p.try("alice", refused); o.Kind != BackendRefused {
+			t.Fatalf("%v, want BackendRefused", o.Kind)
+		}
+	}
+	if o := p.try("alice", nil); o.Kind != Success {
+		t.Errorf("after the master secret was fixed: %v, want Success", o.Kind)
+	}
+	if p.dials["alice"] != 6 {
+		t.Errorf("%d dials, want 6: every attempt reaches the backend", p.dials["alice"])
+	}
+	if d := p.delay(); d <= 0 {
+		t.Error("5 refused master logins did not delay the client")
 	}
 }
 

@@ -89,7 +89,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/saslgate/saslgate.yaml", "configuration `file`")
-	user := fs.String("user", "", "also log in to each backend as `USER` with that user's secret")
+	user := fs.String("user", "", "also log in to each backend as `USER` (with that user's secret, or through the master user)")
 	timeout := fs.Duration("timeout", 15*time.Second, "bound for each network check")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: saslgate check --config FILE [--user USER]\n\nValidates the configuration, fetches each issuer's metadata and keys, connects to each\nbackend (TLS verified) and, with --user, logs in as that user. One line per check; exit 1 if any failed.\n\n")
@@ -118,21 +118,32 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		checkIssuer(ctx, r, ic, *timeout)
 	}
 
-	secrets, err := backends.NewSecretSource(cfg.Secrets, nil)
-	r.check("secrets", err, "source %s", cfg.Secrets.Source)
+	var secrets backends.SecretSource = noSecrets{}
+	secretsOK := true
+	if cfg.hasSecrets() {
+		secrets, err = backends.NewSecretSource(cfg.Secrets, nil)
+		secretsOK = r.check("secrets", err, "source %s", cfg.Secrets.Source)
+	}
 
 	for _, b := range configuredBackends(cfg) {
+		if b.cfg.MasterSecretFile != "" {
+			if _, err := b.cfg.MasterSecret(); err != nil {
+				r.fail("master", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err))
+			} else {
+				r.ok("master", "%s backend %s: master user %s, secret read from %s", b.protocol, b.cfg.Address, b.cfg.MasterUser, b.cfg.MasterSecretFile)
+			}
+		}
 		cctx, cancel := context.WithTimeout(ctx, *timeout)
 		detail, err := checkBackend(cctx, b)
 		cancel()
 		r.check("backend", err, "%s", detail)
-		if *user == "" || secrets == nil || err != nil {
+		if *user == "" || (!secretsOK && b.cfg.NeedsUserSecret()) || err != nil {
 			continue
 		}
 		cctx, cancel = context.WithTimeout(ctx, *timeout)
 		err = backendLogin(cctx, b, secrets, *user)
 		cancel()
-		r.check("login", err, "%s backend %s accepts %s with the derived secret", b.protocol, b.cfg.Address, *user)
+		r.check("login", err, "%s backend %s accepts %s %s", b.protocol, b.cfg.Address, *user, loginDetail(b.cfg))
 	}
 
 	if cfg.HTTP.Enabled() {
@@ -255,13 +266,16 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 		return "", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err)
 	}
 	login := cmpOr(b.cfg.Login, backends.LoginPlain)
+	// The SASL mechanism or command each login sends (backends.DialIMAP, DialSMTP).
+	imapLOGIN := login == backends.LoginLogin || login == backends.LoginMasterSeparator
+	smtpPLAIN := login == backends.LoginPlain || login == backends.LoginMaster || login == backends.LoginMasterSeparator
 	var missing string
 	switch {
-	case b.protocol == probe.IMAP && login == backends.LoginPlain && !hasWord(res.Capabilities, "AUTH=PLAIN"):
+	case b.protocol == probe.IMAP && !imapLOGIN && !hasWord(res.Capabilities, "AUTH=PLAIN"):
 		missing = "AUTH=PLAIN"
-	case b.protocol == probe.IMAP && login == backends.LoginLogin && hasWord(res.Capabilities, "LOGINDISABLED"):
+	case b.protocol == probe.IMAP && imapLOGIN && hasWord(res.Capabilities, "LOGINDISABLED"):
 		missing = "LOGIN (it advertises LOGINDISABLED)"
-	case b.protocol == probe.SMTP && login == backends.LoginPlain && !smtpOffers(res.Capabilities, "AUTH", "PLAIN"):
+	case b.protocol == probe.SMTP && smtpPLAIN && !smtpOffers(res.Capabilities, "AUTH", "PLAIN"):
 		missing = "AUTH PLAIN"
 	case b.protocol == probe.SMTP && login == backends.LoginLogin && !smtpOffers(res.Capabilities, "AUTH", "LOGIN"):
 		missing = "AUTH LOGIN"
@@ -281,10 +295,26 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 	return fmt.Sprintf("%s backend %s (tls %s): %s; offers login %s", b.protocol, b.cfg.Address, b.cfg.TLS, tlsNote, login), nil
 }
 
+// loginDetail says what a login presents: the user's secret, or a master user's.
+func loginDetail(cfg backends.Config) string {
+	if cfg.MasterUser != "" {
+		return fmt.Sprintf("through master user %s (login %s)", cfg.MasterUser, cfg.Login)
+	}
+	if !cfg.NeedsUserSecret() {
+		return "without a secret (login " + cfg.Login + ")"
+	}
+	return "with the derived secret"
+}
+
+// backendLogin logs in to b as user, with the user's secret from secrets when b's login
+// needs one.
 func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSource, user string) error {
-	secret, err := secrets.Secret(ctx, user)
-	if err != nil {
-		return err
+	var secret backends.Secret
+	if b.cfg.NeedsUserSecret() {
+		var err error
+		if secret, err = secrets.Secret(ctx, user); err != nil {
+			return err
+		}
 	}
 	switch b.protocol {
 	case probe.IMAP:

@@ -252,6 +252,10 @@ func TestCheckFailures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mismatchedDir, "key.pem"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	masterFile := filepath.Join(t.TempDir(), "master.secret")
+	if err := os.WriteFile(masterFile, []byte("m4ster\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	iss := base.issuer.URL()
 	// An issuer with a certificate from a private CA.
 	hs := httptest.NewUnstartedServer(nil)
@@ -384,6 +388,30 @@ func TestCheckFailures(t *testing.T) {
 			want: func(ok map[string]string) []string {
 				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"], ok["imap"],
 					"FAIL backend   smtp backend " + base.smtpAddr + " does not offer XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?), needed for login: xclient"}
+			},
+		},
+		{
+			name: "secrets unreadable: no login is tried",
+			edit: func(e *mailEnv) { e.KeyFile = base.Dir + "/no-hmac.key" },
+			user: "alice",
+			want: func(ok map[string]string) []string {
+				return []string{ok["tls"], ok["issuer"], ok["keys"],
+					"FAIL secrets   backends: hmac key file: open " + base.Dir + "/no-hmac.key: no such file or directory",
+					ok["imap"], ok["smtp"]}
+			},
+		},
+		{
+			name: "master logins: secret file missing, and read",
+			edit: func(e *mailEnv) {
+				e.IMAP = fmt.Sprintf("{address: %q, tls: none, login: master, master_user: admin, master_secret_file: %q}", base.imapAddr, base.Dir+"/no-master.secret")
+				e.SMTP = fmt.Sprintf("{address: %q, tls: none, hostname: gw.test, login: master_separator, master_user: admin, master_secret_file: %q}", base.smtpAddr, masterFile)
+			},
+			want: func(ok map[string]string) []string {
+				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
+					"FAIL master    imap backend " + base.imapAddr + ": backends: master_secret_file: open " + base.Dir + "/no-master.secret: no such file or directory",
+					"OK   backend   imap backend " + base.imapAddr + " (tls none): no TLS; offers login master",
+					"OK   master    smtp backend " + base.smtpAddr + ": master user admin, secret read from " + masterFile,
+					"OK   backend   smtp backend " + base.smtpAddr + " (tls none): no TLS; offers login master_separator"}
 			},
 		},
 		{

@@ -143,7 +143,10 @@ func decodeConfig(data []byte) (*fileConfig, error) {
 
 // Validate checks every section and collects all problems.
 func (c *fileConfig) Validate() error {
-	errs := []error{c.Log.Validate(), c.TLS.Validate(), c.Secrets.Validate(), c.Tokens.Validate(), c.Limits.Validate()}
+	errs := []error{c.Log.Validate(), c.TLS.Validate(), c.Tokens.Validate(), c.Limits.Validate()}
+	if c.hasSecrets() || c.needsSecrets() {
+		errs = append(errs, c.Secrets.Validate())
+	}
 	if len(c.Listeners) == 0 {
 		errs = append(errs, errors.New("listeners: at least one listener is required"))
 	}
@@ -162,6 +165,15 @@ func (c *fileConfig) Validate() error {
 	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate())
 	return errors.Join(errs...)
 }
+
+// needsSecrets reports whether a backend the listeners use logs in with the user's own
+// secret, so that the secrets section is required.
+func (c *fileConfig) needsSecrets() bool {
+	return slices.ContainsFunc(configuredBackends(c), func(b backendCheck) bool { return b.cfg.NeedsUserSecret() })
+}
+
+// hasSecrets reports whether the file has a secrets section.
+func (c *fileConfig) hasSecrets() bool { return c.Secrets != backends.SecretsConfig{} }
 
 // validateSections checks the protocol sections. A protocol's section is required, and
 // checked, only when a listener serves it.

@@ -78,3 +78,49 @@ func TestCommands(t *testing.T) {
 		t.Errorf("serve with bad config: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// The secrets section is required only while a backend in use logs in with the user's own
+// secret; present, it is checked all the same.
+func TestSecretsSectionOnlyWhenNeeded(t *testing.T) {
+	const master = `{address: "127.0.0.1:143", tls: none, login: master, master_user: admin, master_secret_file: /m}`
+	for _, tc := range []struct {
+		name       string
+		imap, smtp string // the backends; smtp "": no smtp listener
+		secrets    string
+		want       string // "": loads
+	}{
+		{"master, no secrets", master, "", "", ""},
+		{"master_separator, no secrets",
+			`{address: "127.0.0.1:143", tls: none, login: master_separator, master_user: admin, master_secret_file: /m, master_separator: "%"}`, "", "", ""},
+		{"master and xclient, no secrets", master, `{address: "127.0.0.1:587", tls: none, login: xclient}`, "", ""},
+		{"plain, no secrets", `{address: "127.0.0.1:143", tls: none}`, "", "", "source: required"},
+		{"master, and an smtp backend with a per-user secret", master, `{address: "127.0.0.1:587", tls: none, login: plain}`, "", "source: required"},
+		{"master, a broken secrets section", master, "", "secrets: {source: hmac}", "hmac_key_file: required"},
+		{"master keys with login plain", `{address: "127.0.0.1:143", tls: none, master_user: admin}`, "", "secrets: {source: hmac, hmac_key_file: /k}",
+			"imap.backend: backends: master_user: only used with"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := `
+tls: {cert_file: c.pem, key_file: k.pem}
+tokens:
+  issuers:
+    - {issuer: "https://idp.example.com", audience: [saslgate], username_claim: email}
+listeners:
+  - {name: imaps, protocol: imap, address: "127.0.0.1:0", tls: implicit}
+`
+			if tc.smtp != "" {
+				text += `  - {name: smtps, protocol: smtp, address: "127.0.0.1:0", tls: implicit}
+smtp:
+  backend: ` + tc.smtp + "\n"
+			}
+			text += "imap:\n  backend: " + tc.imap + "\n" + tc.secrets + "\n"
+			_, err := loadConfig(writeConfig(t, text))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("loadConfig: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("loadConfig: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

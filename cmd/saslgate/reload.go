@@ -32,6 +32,13 @@ func (l *live) notDraining(context.Context) error {
 
 type secretSource struct{ backends.SecretSource }
 
+// noSecrets is the SecretSource of a configuration without a secrets section.
+type noSecrets struct{}
+
+func (noSecrets) Secret(_ context.Context, user string) (backends.Secret, error) {
+	return "", fmt.Errorf("%w %q: no secrets section is configured", backends.ErrUnknownUser, user)
+}
+
 func (l *live) Validate(ctx context.Context, r introspect.Request) (introspect.Identity, error) {
 	return l.validator.Load().Validate(ctx, r)
 }
@@ -59,6 +66,10 @@ func (l *live) build(ctx context.Context, cfg *fileConfig, logger *slog.Logger) 
 	v, err := introspect.New(ctx, cfg.Tokens, append([]introspect.Option{introspect.WithLogger(logger)}, l.vopts...)...)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !cfg.hasSecrets() {
+		// No backend in use needs a user's secret (loadConfig requires the section otherwise).
+		return v, &secretSource{noSecrets{}}, nil
 	}
 	s, err := backends.NewSecretSource(cfg.Secrets, logger)
 	if err != nil {

@@ -80,6 +80,15 @@ type gateway struct {
 // startGateway wires the packages together and starts every listener. All
 // sockets are bound before any is served, so a bad address fails the start.
 func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logger *slog.Logger) (*gateway, error) {
+	// A master secret is read at every backend login; one that cannot be read stops the start
+	// rather than failing every login.
+	for _, b := range configuredBackends(cfg) {
+		if b.cfg.MasterSecretFile != "" {
+			if _, err := b.cfg.MasterSecret(); err != nil {
+				return nil, fmt.Errorf("%s.backend: %w", b.protocol, err)
+			}
+		}
+	}
 	// Metrics are collected only when the admin listener can serve them.
 	var m *metrics.Metrics
 	var vopts []introspect.Option

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +19,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/saslgate/saslgate/backends"
+	proxyimap "github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/tls/certs"
 )
 
 var listeningLog = regexp.MustCompile(`msg=listening listener=(\S+) .*address=(\S+)`)
@@ -175,5 +181,33 @@ func TestServeHTTP(t *testing.T) {
 	if c, err := net.Dial("tcp", s.addrs["http"]); err == nil {
 		c.Close()
 		t.Error("the http listener still accepts connections after serve returned")
+	}
+}
+
+// A gateway whose backend logs in as a master user starts without a secrets section; a master
+// secret file it cannot read stops the start, naming the section.
+func TestStartGatewayMasterLogin(t *testing.T) {
+	cfg, _ := adminEnv(t)
+	cfg.Secrets = backends.SecretsConfig{}
+	b := cfg.Sections["imap"].(*proxyimap.Config)
+	b.Backend.Login, b.Backend.MasterUser = backends.LoginMaster, "admin"
+	b.Backend.MasterSecretFile = filepath.Join(t.TempDir(), "master.secret")
+	cert, _, err := certs.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.needsSecrets() {
+		t.Fatal("needsSecrets with login master")
+	}
+	if _, err := startGateway(context.Background(), cfg, certs.FromCertificate(cert), slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.Contains(err.Error(), "imap.backend: backends: master_secret_file:") {
+		t.Fatalf("startGateway with a missing master secret file: %v", err)
+	}
+	if err := os.WriteFile(b.Backend.MasterSecretFile, []byte("m4ster\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startTestGateway(t, cfg)
+	if _, err := g.live.Secret(context.Background(), "alice"); !errors.Is(err, backends.ErrUnknownUser) {
+		t.Errorf("the gateway without secrets gave alice a secret: %v", err)
 	}
 }

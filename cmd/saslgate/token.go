@@ -97,12 +97,16 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		r.ok(proto, "accepted for user %s (issuer %s, client %s, scopes %q, %s)", id.User, id.Issuer, cmpOr(id.ClientID, "-"), strings.Join(id.Scopes, " "), exp)
 	}
 	if user != "" {
-		secrets, err := backends.NewSecretSource(cfg.Secrets, logger)
 		var secret backends.Secret
-		if err == nil {
-			secret, err = secrets.Secret(ctx, user)
+		var err error
+		if cfg.needsSecrets() { // else no backend in use logs in with a user's secret
+			var secrets backends.SecretSource
+			secrets, err = backends.NewSecretSource(cfg.Secrets, logger)
+			if err == nil {
+				secret, err = secrets.Secret(ctx, user)
+			}
+			r.check("secret", err, "backend secret for %s found (source %s)", user, cfg.Secrets.Source)
 		}
-		r.check("secret", err, "backend secret for %s found (source %s)", user, cfg.Secrets.Source)
 		if *login && err == nil {
 			for _, b := range configuredBackends(cfg) {
 				if !slices.Contains(accepted, b.protocol) {

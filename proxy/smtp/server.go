@@ -81,8 +81,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("smtp: Server.TLSConfig is required")
 	case s.Login == nil || s.Login.Validator == nil:
 		return errors.New("smtp: Server.Login with a Validator is required")
-	case s.Login.Secrets == nil && s.Config.Backend.Login != backends.LoginXClient:
-		return errors.New("smtp: Server.Login.Secrets is required unless the backend login is xclient")
+	case s.Login.Secrets == nil && s.Config.Backend.NeedsUserSecret():
+		return errors.New("smtp: Server.Login.Secrets is required when the backend login needs the user's secret")
 	}
 	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
 	if s.tlsErr != nil {
