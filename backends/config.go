@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/internal/config"
+	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
 // Login methods, the values of Config.Login.
@@ -23,6 +24,13 @@ const (
 	LoginMaster          = "master"
 	LoginMasterSeparator = "master_separator"
 	LoginXClient         = "xclient"
+	LoginToken           = "token"
+)
+
+// Token mechanisms, the values of Config.TokenMechanism.
+const (
+	TokenOAuthBearer = "oauthbearer"
+	TokenXOAuth2     = "xoauth2"
 )
 
 // DefaultMasterSeparator is Config.MasterSeparator when it is empty: Dovecot's usual
@@ -55,11 +63,16 @@ type Config struct {
 	// authentication identity (RFC 4616; Dovecot's master passdb, Cyrus's proxy
 	// authorization), or "master_separator", IMAP LOGIN or SMTP AUTH PLAIN as
 	// user+MasterSeparator+MasterUser (Dovecot's auth_master_user_separator), both with the
-	// secret in MasterSecretFile. Or, for a Postfix SMTP backend only, "xclient": XCLIENT
-	// LOGIN=<user> without any secret. With xclient the backend trusts saslgate to have
-	// authenticated the user; it must list saslgate's address in
-	// smtpd_authorized_xclient_hosts and nobody else's.
+	// secret in MasterSecretFile. Or "token": the client's own access token, passed on with
+	// TokenMechanism, for a backend that validates tokens itself (Dovecot's oauth2 passdb,
+	// another saslgate); saslgate validates it and applies its policy first. Or, for a
+	// Postfix SMTP backend only, "xclient": XCLIENT LOGIN=<user> without any secret. With
+	// xclient the backend trusts saslgate to have authenticated the user; it must list
+	// saslgate's address in smtpd_authorized_xclient_hosts and nobody else's.
 	Login string `yaml:"login"`
+	// TokenMechanism is the SASL mechanism of login "token": "oauthbearer" (RFC 7628, the
+	// default) or "xoauth2".
+	TokenMechanism string `yaml:"token_mechanism"`
 	// MasterUser is the master user of logins "master" and "master_separator"; required with
 	// them.
 	MasterUser string `yaml:"master_user"`
@@ -134,9 +147,16 @@ func (c Config) Validate() error {
 		add("insecure_skip_verify: set together with ca_file, which it would ignore")
 	}
 	switch c.Login {
-	case "", LoginPlain, LoginLogin, LoginMaster, LoginMasterSeparator, LoginXClient:
+	case "", LoginPlain, LoginLogin, LoginMaster, LoginMasterSeparator, LoginToken, LoginXClient:
 	default:
-		add(`login: %q is not "plain", "login", "master", "master_separator" or "xclient"`, c.Login)
+		add(`login: %q is not "plain", "login", "master", "master_separator", "token" or "xclient"`, c.Login)
+	}
+	switch {
+	case c.TokenMechanism == "":
+	case c.Login != LoginToken:
+		add(`token_mechanism: only used with login "token"`)
+	case c.TokenMechanism != TokenOAuthBearer && c.TokenMechanism != TokenXOAuth2:
+		add(`token_mechanism: %q is not "oauthbearer" or "xoauth2"`, c.TokenMechanism)
 	}
 	if c.usesMaster() {
 		switch {
@@ -176,14 +196,26 @@ func (c Config) Validate() error {
 }
 
 // NeedsUserSecret reports whether logging in needs the user's own backend secret (logins
-// "plain" and "login"); the master logins and xclient do not, and a login pipeline does not
-// look one up for them.
+// "plain" and "login"); the master logins, token and xclient do not, and a login pipeline
+// does not look one up for them.
 func (c Config) NeedsUserSecret() bool {
 	switch c.Login {
-	case LoginMaster, LoginMasterSeparator, LoginXClient:
+	case LoginMaster, LoginMasterSeparator, LoginToken, LoginXClient:
 		return false
 	}
 	return true
+}
+
+// PassesToken reports whether logging in sends the client's own access token (login
+// "token"): a login pipeline then hands DialIMAP and DialSMTP the token as their secret.
+func (c Config) PassesToken() bool { return c.Login == LoginToken }
+
+// tokenMechanism is the SASL mechanism name login "token" sends.
+func (c Config) tokenMechanism() string {
+	if c.TokenMechanism == TokenXOAuth2 {
+		return sasl.XOAuth2
+	}
+	return sasl.OAuthBearer
 }
 
 // usesMaster reports whether the login is as a master user.

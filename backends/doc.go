@@ -5,5 +5,8 @@
 // STARTTLS RFC 3207, AUTH PLAIN or LOGIN RFC 4954, or Postfix's XCLIENT LOGIN= with xtext values,
 // RFC 3461 §4). A master user logs in with PLAIN's authorization identity set to the user
 // (RFC 4616 §2) or as user+separator+master (Dovecot's auth_master_user_separator), with the
-// master secret from a file; per-user secrets come from a file or are derived by HMAC.
+// master secret from a file; per-user secrets come from a file or are derived by HMAC. For a
+// backend that validates tokens itself, the client's own access token is passed on with
+// AUTHENTICATE or AUTH OAUTHBEARER (RFC 7628 §3.1, answering its error challenge as §3.2.3
+// says) or XOAUTH2.
 package backends

@@ -33,9 +33,10 @@ func (s *IMAPSession) Close() error { return s.Conn.Close() }
 // DialIMAP connects to the backend, secures the connection as configured and logs in as user,
 // all within cfg.Timeout and ctx: with secret (logins "plain" and "login"), or as
 // cfg.MasterUser with the secret in cfg.MasterSecretFile, read now (logins "master" and
-// "master_separator"; secret unused). With cfg.ForwardClientAddress, client's addresses go
-// first in an ID command (Dovecot's x-originating-ip and friends). The username and secret
-// are checked before anything is sent. Errors wrap ErrRejected (the backend, or this package,
+// "master_separator"; secret unused), or with secret as the client's access token in
+// AUTHENTICATE OAUTHBEARER or XOAUTH2 (login "token"). With cfg.ForwardClientAddress,
+// client's addresses go first in an ID command (Dovecot's x-originating-ip and friends). The
+// username and secret are checked before anything is sent. Errors wrap ErrRejected (the backend, or this package,
 // refused this login) or ErrUnavailable (anything else); neither ever contains a secret.
 func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*IMAPSession, error) {
 	if err := cfg.checkLogin("imap", user, secret); err != nil {
@@ -108,6 +109,8 @@ type imapClient struct {
 	seenCaps []string
 	// extra holds strings to redact from backend text besides the secret (the PLAIN message).
 	extra []string
+	// challenge is the decoded error challenge of login "token", for messages.
+	challenge string
 }
 
 func (c *imapClient) unavailable(stage string, err error) error {
@@ -158,9 +161,12 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 	}
 	var done *response
 	c.seenCaps = nil
-	if c.cfg.Login == LoginLogin || c.cfg.Login == LoginMasterSeparator {
+	switch c.cfg.Login {
+	case LoginLogin, LoginMasterSeparator:
 		done, err = c.login()
-	} else {
+	case LoginToken:
+		done, err = c.authenticateToken()
+	default:
 		done, err = c.authenticatePlain()
 	}
 	if err != nil {
@@ -173,6 +179,9 @@ func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error)
 		}
 		if done.text != "" {
 			text += " " + done.text
+		}
+		if c.challenge != "" {
+			text += " after the error challenge " + c.challenge
 		}
 		text = c.sanitize(text)
 		if done.kind == "NO" && done.code == "UNAVAILABLE" {
@@ -297,6 +306,54 @@ func (c *imapClient) authenticatePlain() (*response, error) {
 		return nil, c.unavailable("login", err)
 	}
 	return c.awaitLogin(tag, false)
+}
+
+// authenticateToken runs AUTHENTICATE with login "token"'s mechanism and the client's token
+// (RFC 7628 §3.1, or XOAUTH2), as an initial response when the backend offers SASL-IR
+// (RFC 4959), else after its empty "+" challenge. A "+" after the message is the error
+// challenge (RFC 7628 §3.2.2): it is answered as the mechanism requires (§3.2.3), and the
+// backend's NO then rejects the login. It returns the tagged completion.
+func (c *imapClient) authenticateToken() (*response, error) {
+	mech := c.cfg.tokenMechanism()
+	if !hasCapability(c.caps, "AUTH="+mech) {
+		return nil, c.unavailable("login", fmt.Errorf("backend does not offer AUTH=%s (login \"token\", token_mechanism %q)", mech, strings.ToLower(mech)))
+	}
+	msg := base64.StdEncoding.EncodeToString(c.cfg.tokenResponse(c.authzid, Secret(c.secret)))
+	c.extra = append(c.extra, msg)
+	tag := c.nextTag()
+	ir := hasCapability(c.caps, "SASL-IR")
+	cmd := tag + " AUTHENTICATE " + mech
+	if ir {
+		cmd += " " + msg
+	}
+	if err := c.write(cmd + "\r\n"); err != nil {
+		return nil, c.unavailable("login", err)
+	}
+	if !ir {
+		resp, err := c.awaitLogin(tag, true)
+		if err != nil || resp.tag != "+" {
+			return resp, err
+		}
+		if err := c.write(msg + "\r\n"); err != nil {
+			return nil, c.unavailable("login", err)
+		}
+	}
+	resp, err := c.awaitLogin(tag, true)
+	if err != nil || resp.tag != "+" {
+		return resp, err
+	}
+	if b, err := base64.StdEncoding.DecodeString(resp.text); err == nil {
+		c.challenge = string(b)
+	}
+	answer := base64.StdEncoding.EncodeToString(c.cfg.tokenErrorAnswer())
+	if err := c.write(answer + "\r\n"); err != nil {
+		return nil, c.unavailable("login", err)
+	}
+	resp, err = c.awaitLogin(tag, false)
+	if err == nil && resp.kind == "OK" {
+		return nil, c.unavailable("login", errors.New("backend accepted the login after its error challenge"))
+	}
+	return resp, err
 }
 
 // login runs LOGIN with each argument a quoted string or, when it holds bytes a quoted string

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
 // What DialIMAP and DialSMTP share: their error kinds, the checks made before anything is
@@ -97,9 +99,52 @@ func (c Config) checkLogin(protocol, user string, secret Secret) error {
 			return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: not sent to the %s backend: username %q contains the master separator %q", protocol, user, sep)}
 		}
 		return nil
+	case LoginToken:
+		return checkToken(protocol, user, secret)
 	default:
 		return checkCredentials(protocol, user, secret)
 	}
+}
+
+// checkToken is checkUser for login "token", and also refuses a user with any control
+// character (%x01 separates the kvpairs of OAUTHBEARER and XOAUTH2, RFC 7628 §3.1) and a
+// token that is empty or not printable ASCII without spaces (RFC 6750 §2.1 b64token). The
+// token never appears in the error.
+func checkToken(protocol, user string, token Secret) error {
+	if err := checkUser(protocol, user); err != nil {
+		return err
+	}
+	var reason string
+	switch t := token.Reveal(); {
+	case strings.ContainsFunc(user, isControl):
+		reason = fmt.Sprintf("username %q contains control characters", user)
+	case t == "":
+		reason = fmt.Sprintf("token for %q is empty", user)
+	case strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r >= 0x7f }):
+		reason = fmt.Sprintf("token for %q is not printable ASCII without spaces (token redacted)", user)
+	default:
+		return nil
+	}
+	return &loginError{kind: ErrRejected, msg: "backends: not sent to the " + protocol + " backend: " + reason}
+}
+
+// tokenResponse is the client response of login "token": OAUTHBEARER's GS2 header with the
+// user as authzid and the auth kvpair (RFC 7628 §3.1; host and port are optional and left
+// out), or XOAUTH2's user and auth. It runs after checkToken.
+func (c Config) tokenResponse(user string, token Secret) []byte {
+	if c.tokenMechanism() == sasl.XOAuth2 {
+		return sasl.EncodeXOAuth2(user, token.Reveal())
+	}
+	return sasl.EncodeOAuthBearer(sasl.Credentials{AuthzID: user, Token: token.Reveal()})
+}
+
+// tokenErrorAnswer is the client's answer to the error challenge of login "token": %x01 for
+// OAUTHBEARER (RFC 7628 §3.2.3), an empty response for XOAUTH2.
+func (c Config) tokenErrorAnswer() []byte {
+	if c.tokenMechanism() == sasl.XOAuth2 {
+		return []byte{}
+	}
+	return []byte{0x01}
 }
 
 // credentials is what a login sends (RFC 4616 §2 names): the identity to act as ("" for
@@ -124,6 +169,8 @@ func (c Config) credentials(user string, secret Secret) (credentials, error) {
 		return credentials{authcid: user + c.separator() + c.MasterUser, password: ms}, nil
 	case LoginXClient:
 		return credentials{authcid: user}, nil
+	case LoginToken:
+		return credentials{authzid: user, password: secret}, nil
 	}
 	return credentials{authcid: user, password: secret}, nil
 }

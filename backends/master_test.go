@@ -374,7 +374,7 @@ func TestConfigValidateMaster(t *testing.T) {
 			c.Login, c.MasterUser, c.MasterSecretFile = LoginMaster, "admin\r\n", "/m"
 		}), []string{"master_user:", "control characters"}},
 		{"unknown login names the master ones", with(func(c *Config) { c.Login = "proxy" }),
-			[]string{`login: "proxy" is not "plain", "login", "master", "master_separator" or "xclient"`}},
+			[]string{`login: "proxy" is not "plain", "login", "master", "master_separator", "token" or "xclient"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -399,7 +399,7 @@ func TestConfigValidateMaster(t *testing.T) {
 func TestNeedsUserSecret(t *testing.T) {
 	for login, want := range map[string]bool{
 		"": true, LoginPlain: true, LoginLogin: true,
-		LoginMaster: false, LoginMasterSeparator: false, LoginXClient: false,
+		LoginMaster: false, LoginMasterSeparator: false, LoginXClient: false, LoginToken: false,
 	} {
 		if got := (Config{Login: login}).NeedsUserSecret(); got != want {
 			t.Errorf("login %q: NeedsUserSecret = %v, want %v", login, got, want)

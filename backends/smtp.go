@@ -62,8 +62,10 @@ var reportedExtensions = []string{
 // all within cfg.Timeout and ctx: with AUTH PLAIN or LOGIN and secret (RFC 4954); with AUTH
 // PLAIN as cfg.MasterUser and the secret in cfg.MasterSecretFile, read now, for logins
 // "master" (user as authorization identity, RFC 4616) and "master_separator" (authentication
-// identity user+cfg.MasterSeparator+cfg.MasterUser); or, with Login "xclient", with Postfix's
-// XCLIENT LOGIN=. Only "plain" and "login" use secret. Every EHLO names cfg.Hostname. The username and secret are checked before anything is sent. Errors wrap
+// identity user+cfg.MasterSeparator+cfg.MasterUser); with AUTH OAUTHBEARER or XOAUTH2 and
+// secret as the access token for login "token"; or, with Login "xclient", with Postfix's
+// XCLIENT LOGIN=. Only "plain", "login" and "token" use secret. Every EHLO names
+// cfg.Hostname. The username and secret are checked before anything is sent. Errors wrap
 // ErrRejected (a 535 from the backend, or refused by this package) or ErrUnavailable
 // (anything else); neither ever contains a secret.
 //
@@ -81,7 +83,11 @@ func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret, clien
 	if err != nil {
 		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
 	}
-	if d.cfg.Login != LoginXClient {
+	switch d.cfg.Login {
+	case LoginXClient:
+	case LoginToken:
+		d.redact = []string{secret.Reveal(), base64.StdEncoding.EncodeToString(d.cfg.tokenResponse(user, secret))}
+	default:
 		s := creds.password.Reveal()
 		// go-smtp's client sends these forms; a backend echoing them must not leak the secret.
 		d.redact = []string{s, base64.StdEncoding.EncodeToString([]byte(creds.authzid + "\x00" + creds.authcid + "\x00" + s)),
@@ -310,11 +316,15 @@ func (d *smtpDial) cmd(expect int, line string) (string, error) {
 // anything else makes the backend unavailable.
 func (d *smtpDial) login(c *smtp.Client, creds credentials) error {
 	var client sasl.Client
+	var tc *tokenClient
 	switch d.cfg.Login {
 	case LoginXClient:
 		return nil
 	case LoginLogin:
 		client = sasl.NewLoginClient(creds.authcid, creds.password.Reveal())
+	case LoginToken:
+		tc = &tokenClient{mech: d.cfg.tokenMechanism(), msg: d.cfg.tokenResponse(creds.authzid, creds.password), answer: d.cfg.tokenErrorAnswer()}
+		client = tc
 	default:
 		client = sasl.NewPlainClient(creds.authzid, creds.authcid, creds.password.Reveal())
 	}
@@ -325,14 +335,41 @@ func (d *smtpDial) login(c *smtp.Client, creds credentials) error {
 	err := c.Auth(client)
 	var se *smtp.SMTPError
 	switch {
+	case err == nil && tc != nil && tc.challenge != nil:
+		return d.unavailable("login", errors.New("backend accepted the login after its error challenge"))
 	case err == nil:
 		return nil
 	case errors.As(err, &se) && se.Code == 535:
-		return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: smtp backend %s rejected login for %s: %v",
-			d.cfg.Address, d.cfg.loginFor(d.user), d.replyError(err))}
+		var after string
+		if tc != nil && tc.challenge != nil {
+			after = " after the error challenge " + sanitize(string(tc.challenge), d.redact...)
+		}
+		return &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: smtp backend %s rejected login for %s: %v%s",
+			d.cfg.Address, d.cfg.loginFor(d.user), d.replyError(err), after)}
 	default:
 		return d.unavailable("login", d.replyError(err))
 	}
+}
+
+// tokenClient is login "token"'s SASL client: the client response as initial response
+// (RFC 4954 §4), then the mechanism's answer to one error challenge (RFC 7628 §3.2.3), after
+// which the backend fails the exchange with 535.
+type tokenClient struct {
+	mech        string
+	msg, answer []byte
+	challenge   []byte // the error challenge; nil until one came
+}
+
+var _ sasl.Client = (*tokenClient)(nil)
+
+func (t *tokenClient) Start() (string, []byte, error) { return t.mech, t.msg, nil }
+
+func (t *tokenClient) Next(challenge []byte) ([]byte, error) {
+	if t.challenge != nil {
+		return nil, errors.New("backend sent a second challenge")
+	}
+	t.challenge = append([]byte{}, challenge...)
+	return t.answer, nil
 }
 
 // replyError turns a backend reply error into one whose text is sanitized; other errors pass.

@@ -132,7 +132,7 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 
 // The pipeline asks the SecretSource for the user's secret only for the backend logins that
 // send it (backends.Config.NeedsUserSecret); the master logins and xclient dial with none,
-// and run without any SecretSource at all.
+// login token with the client's token, and all of them run without any SecretSource at all.
 func TestFrontEndsSecretOnlyWhenNeeded(t *testing.T) {
 	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
@@ -145,7 +145,7 @@ func TestFrontEndsSecretOnlyWhenNeeded(t *testing.T) {
 	})
 	want := map[string]string{"imap": "a NO [UNAVAILABLE] ", "smtp": "454 4.7.0 "}
 	for _, fe := range frontEnds {
-		logins := []string{backends.LoginPlain, backends.LoginLogin, backends.LoginMaster, backends.LoginMasterSeparator}
+		logins := []string{backends.LoginPlain, backends.LoginLogin, backends.LoginMaster, backends.LoginMasterSeparator, backends.LoginToken}
 		if fe.protocol == "smtp" {
 			logins = append(logins, backends.LoginXClient)
 		}
@@ -183,6 +183,9 @@ func TestFrontEndsSecretOnlyWhenNeeded(t *testing.T) {
 					wantSecret, wantAsked := backends.Secret(""), 0
 					if needs {
 						wantSecret, wantAsked = "s3cret", 1
+					}
+					if backend.PassesToken() {
+						wantSecret = "token" // the client's own, validated
 					}
 					if asked != wantAsked || len(dialled) != 1 || dialled[0].Reveal() != wantSecret.Reveal() {
 						t.Errorf("SecretSource asked %d times, backend dialled with %d secrets (%q); want %d and one, %q",

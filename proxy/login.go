@@ -47,6 +47,10 @@ type Attempt struct {
 	// NoSecret says the backend login needs no per-user secret (backends.Config.NeedsUserSecret:
 	// master logins, SMTP XCLIENT); Dial then gets an empty secret.
 	NoSecret bool
+	// PassToken says the backend login sends the client's own access token
+	// (backends.Config.PassesToken): Dial then gets the validated token as its secret, and no
+	// per-user secret is looked up.
+	PassToken bool
 	// Dial logs in to the backend as user with secret; the front end keeps the session it
 	// opens. Its errors wrap backends.ErrUnavailable or backends.ErrRejected.
 	Dial func(ctx context.Context, user string, secret backends.Secret) error
@@ -103,7 +107,10 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		return err
 	}
 	var secret backends.Secret
-	if !a.NoSecret {
+	switch {
+	case a.PassToken:
+		secret = backends.Secret(c.Token)
+	case !a.NoSecret:
 		if secret, err = l.Secrets.Secret(ctx, id.User); err != nil {
 			if l.Limiter != nil {
 				l.Limiter.Failed(ip)
@@ -113,10 +120,14 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	}
 	// Only a per-user secret's refusal is remembered: it is the pair (user, secret) that is
 	// wrong. A master or XCLIENT login refused is the master credential's fault or the
-	// backend's, and an admin's fix of it must apply at once to every user; the failure
-	// delay bounds such retries.
-	key := refusalKey(a.Protocol, id.User, secret)
-	remember := !a.NoSecret
+	// backend's, and an admin's fix of it must apply at once to every user; a token the
+	// backend refuses is its own validation's verdict on that token, which the next token
+	// does not share. The failure delay bounds such retries.
+	remember := !a.NoSecret && !a.PassToken
+	var key [32]byte
+	if remember {
+		key = refusalKey(a.Protocol, id.User, secret)
+	}
 	if remember && l.refusals.has(key, l.now()) {
 		if l.Limiter != nil {
 			l.Limiter.Failed(ip)
@@ -189,7 +200,11 @@ func (l *Login) Finish(a *Attempt, err error) Outcome {
 		log.Warn("authentication", append(attrs, "reason", err)...)
 	case BackendRefused:
 		if l.logs.allow(o.Identity.User, l.now()) {
-			log.Error("backend refused the login of a valid token; provision the user or fix the secret", append(attrs, "reason", err)...)
+			msg := "backend refused the login of a valid token; provision the user or fix the secret"
+			if a.PassToken {
+				msg = "backend refused the login of a valid token; the backend validates the token itself: check that it trusts the same issuer and maps the same user"
+			}
+			log.Error(msg, append(attrs, "reason", err)...)
 		}
 	default:
 		log.Error("authentication", append(attrs, "reason", err)...)

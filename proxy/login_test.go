@@ -63,11 +63,13 @@ func contains(list []string, s string) bool {
 // users) and refuses anything else, a fixed secret per user, and a clock the test moves.
 type pipeline struct {
 	*Login
-	noSecret bool // the backend login needs no per-user secret (master, XCLIENT)
-	now      time.Time
-	logs     bytes.Buffer
-	mu       sync.Mutex
-	dials    map[string]int // by user
+	noSecret  bool     // the backend login needs no per-user secret (master, XCLIENT)
+	passToken bool     // the backend login sends the client's token
+	secrets   []string // what each dial got as its secret
+	now       time.Time
+	logs      bytes.Buffer
+	mu        sync.Mutex
+	dials     map[string]int // by user
 }
 
 func newPipeline(limits Limits) *pipeline {
@@ -97,11 +99,12 @@ var client = backends.Client{Addr: netip.MustParseAddrPort("192.0.2.7:40000")}
 // and returns the observed outcome.
 func (p *pipeline) try(token string, dialErr error) Outcome {
 	a := &Attempt{
-		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client, NoSecret: p.noSecret,
+		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client, NoSecret: p.noSecret, PassToken: p.passToken,
 		Log: slog.New(slog.NewTextHandler(&p.logs, nil)),
-		Dial: func(_ context.Context, user string, _ backends.Secret) error {
+		Dial: func(_ context.Context, user string, secret backends.Secret) error {
 			p.mu.Lock()
 			p.dials[user]++
+			p.secrets = append(p.secrets, secret.Reveal())
 			p.mu.Unlock()
 			return dialErr
 		},
@@ -218,6 +221,46 @@ func TestLoginMasterRefusalNotRemembered(t *testing.T) {
 	}
 	if d := p.delay(); d <= 0 {
 		t.Error("5 refused master logins did not delay the client")
+	}
+}
+
+// Login "token" hands Dial the client's validated token as its secret and asks no
+// SecretSource; a refused token login is not remembered (the backend judged that token, and
+// the client's next token is another), but counts for the failure delay. It holds with
+// PassToken alone, and with NoSecret too, as the front ends set them.
+func TestLoginPassToken(t *testing.T) {
+	for _, noSecret := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoSecret=%v", noSecret), func(t *testing.T) {
+			p := newPipeline(Limits{AuthFailures: 3, AuthFailureWindow: config.Duration(time.Hour)})
+			p.noSecret, p.passToken = noSecret, true
+			p.Secrets = secretsFunc(func(string) (backends.Secret, error) {
+				t.Error("the SecretSource was asked")
+				return "", errors.New("no secrets here")
+			})
+			refused := fmt.Errorf("backend said NO: %w", backends.ErrRejected)
+			for range 5 {
+				if o := p.try("alice", refused); o.Kind != BackendRefused {
+					t.Fatalf("%v, want BackendRefused", o.Kind)
+				}
+			}
+			if o := p.try("alice", nil); o.Kind != Success {
+				t.Errorf("after 5 refusals: %v, want Success", o.Kind)
+			}
+			if p.dials["alice"] != 6 {
+				t.Errorf("%d dials, want 6: every attempt reaches the backend", p.dials["alice"])
+			}
+			for i, s := range p.secrets {
+				if s != "alice" {
+					t.Errorf("dial %d got secret %q, want the client's token %q", i, s, "alice")
+				}
+			}
+			if d := p.delay(); d <= 0 {
+				t.Error("5 refused token logins did not delay the client")
+			}
+			if !strings.Contains(p.logs.String(), "the backend validates the token itself") {
+				t.Errorf("the refusal's log line does not point at the backend's own validation:\n%s", p.logs.String())
+			}
+		})
 	}
 }
 

@@ -46,6 +46,11 @@ func (r *report) fail(what string, err error) {
 	fmt.Fprintf(r.w, "FAIL %-9s %s\n", what, msg)
 }
 
+// skip prints a check that was not run and why: "SKIP what  reason"; it counts as neither.
+func (r *report) skip(what, format string, args ...any) {
+	fmt.Fprintf(r.w, "SKIP %-9s %s\n", what, fmt.Sprintf(format, args...))
+}
+
 func (r *report) check(what string, err error, format string, args ...any) bool {
 	if err != nil {
 		r.fail(what, err)
@@ -89,7 +94,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/saslgate/saslgate.yaml", "configuration `file`")
-	user := fs.String("user", "", "also log in to each backend as `USER` (with that user's secret, or through the master user)")
+	user := fs.String("user", "", "also log in to each backend as `USER` (with that user's secret, or through the master user; not with login token)")
 	timeout := fs.Duration("timeout", 15*time.Second, "bound for each network check")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: saslgate check --config FILE [--user USER]\n\nValidates the configuration, fetches each issuer's metadata and keys, connects to each\nbackend (TLS verified) and, with --user, logs in as that user. One line per check; exit 1 if any failed.\n\n")
@@ -138,6 +143,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cancel()
 		r.check("backend", err, "%s", detail)
 		if *user == "" || (!secretsOK && b.cfg.NeedsUserSecret()) || err != nil {
+			continue
+		}
+		if b.cfg.PassesToken() {
+			r.skip("login", "%s backend %s: login token logs in with the client's access token; log in through saslgate to test it", b.protocol, b.cfg.Address)
 			continue
 		}
 		cctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -271,6 +280,14 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 	smtpPLAIN := login == backends.LoginPlain || login == backends.LoginMaster || login == backends.LoginMasterSeparator
 	var missing string
 	switch {
+	case login == backends.LoginToken:
+		// The mechanism DialIMAP and DialSMTP send the token with.
+		mech := strings.ToUpper(cmpOr(b.cfg.TokenMechanism, backends.TokenOAuthBearer))
+		if b.protocol == probe.IMAP && !hasWord(res.Capabilities, "AUTH="+mech) {
+			missing = "AUTH=" + mech
+		} else if b.protocol == probe.SMTP && !smtpOffers(res.Capabilities, "AUTH", mech) {
+			missing = "AUTH " + mech
+		}
 	case b.protocol == probe.IMAP && !imapLOGIN && !hasWord(res.Capabilities, "AUTH=PLAIN"):
 		missing = "AUTH=PLAIN"
 	case b.protocol == probe.IMAP && imapLOGIN && hasWord(res.Capabilities, "LOGINDISABLED"):

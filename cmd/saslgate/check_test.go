@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -155,6 +156,49 @@ func tlsIMAPBackend(t *testing.T) (addr, caFile string) {
 	return ln.Addr().String(), caFile
 }
 
+// oauthBearerIMAP is an IMAP backend offering AUTH=OAUTHBEARER, enough for the probe: it
+// greets with its capabilities and answers every command OK, LOGOUT with BYE.
+func oauthBearerIMAP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	const caps = "IMAP4rev1 SASL-IR AUTH=OAUTHBEARER"
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprintf(c, "* OK [CAPABILITY %s] ready\r\n", caps)
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag, cmd, _ := strings.Cut(strings.TrimSpace(line), " ")
+					switch strings.ToUpper(cmd) {
+					case "CAPABILITY":
+						fmt.Fprintf(c, "* CAPABILITY %s\r\n%s OK done\r\n", caps, tag)
+					case "LOGOUT":
+						fmt.Fprintf(c, "* BYE bye\r\n%s OK done\r\n", tag)
+						return
+					default:
+						fmt.Fprintf(c, "%s OK done\r\n", tag)
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // writeExpiredCert writes to dir a certificate for 127.0.0.1 that expired on notAfter, and
 // its key.
 func writeExpiredCert(t *testing.T, dir string, notAfter time.Time) {
@@ -256,6 +300,7 @@ func TestCheckFailures(t *testing.T) {
 	if err := os.WriteFile(masterFile, []byte("m4ster\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	tokenIMAP := oauthBearerIMAP(t)
 	iss := base.issuer.URL()
 	// An issuer with a certificate from a private CA.
 	hs := httptest.NewUnstartedServer(nil)
@@ -415,6 +460,29 @@ func TestCheckFailures(t *testing.T) {
 			},
 		},
 		{
+			name: "token logins: mechanism offered and login skipped, mechanism missing",
+			edit: func(e *mailEnv) {
+				e.IMAP = fmt.Sprintf("{address: %q, tls: none, login: token}", tokenIMAP)
+				e.SMTP = fmt.Sprintf("{address: %q, tls: none, hostname: gw.test, login: token, token_mechanism: xoauth2}", base.smtpAddr)
+			},
+			user: "alice",
+			want: func(ok map[string]string) []string {
+				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
+					"OK   backend   imap backend " + tokenIMAP + " (tls none): no TLS; offers login token",
+					"SKIP login     imap backend " + tokenIMAP + ": login token logs in with the client's access token; log in through saslgate to test it",
+					"FAIL backend   smtp backend " + base.smtpAddr + " does not offer AUTH XOAUTH2, needed for login: token"}
+			},
+		},
+		{
+			name: "token login: backend without AUTH=OAUTHBEARER",
+			edit: func(e *mailEnv) { e.IMAP = fmt.Sprintf("{address: %q, tls: none, login: token}", base.imapAddr) },
+			want: func(ok map[string]string) []string {
+				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
+					"FAIL backend   imap backend " + base.imapAddr + " does not offer AUTH=OAUTHBEARER, needed for login: token",
+					ok["smtp"]}
+			},
+		},
+		{
 			name: "certificate and key do not match",
 			edit: func(e *mailEnv) { e.Dir = mismatchedDir },
 			want: func(ok map[string]string) []string {
@@ -466,16 +534,19 @@ func TestCheckFailures(t *testing.T) {
 			code, out, errs := runCmd(t, "", args...)
 
 			want := append([]string{ok["config"]}, c.want(ok)...)
-			failed := 0
+			failed, total := 0, 0
 			for _, l := range want {
 				if strings.HasPrefix(l, "FAIL ") {
 					failed++
 				}
+				if !strings.HasPrefix(l, "SKIP ") {
+					total++
+				}
 			}
-			wantCode, wantErr := 1, fmt.Sprintf("saslgate: %d of %d checks failed\n", failed, len(want))
+			wantCode, wantErr := 1, fmt.Sprintf("saslgate: %d of %d checks failed\n", failed, total)
 			if failed == 0 {
 				wantCode, wantErr = 0, ""
-				want = append(want, fmt.Sprintf("all %d checks passed", len(want)))
+				want = append(want, fmt.Sprintf("all %d checks passed", total))
 			}
 			if code != wantCode || out != lines(want...) || errs != wantErr {
 				t.Errorf("%s: exit %d, stderr %q (want %d, %q)\n got:\n%s\nwant:\n%s", strings.Join(args, " "), code, errs, wantCode, wantErr, out, lines(want...))

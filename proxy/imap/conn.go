@@ -266,7 +266,7 @@ func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
 	a := &attempt{c: c, Attempt: proxy.Attempt{
 		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
 		Client: c.client, Log: c.log, Observer: c.obs,
-		NoSecret: !c.s.Config.Backend.NeedsUserSecret(),
+		NoSecret: !c.s.Config.Backend.NeedsUserSecret(), PassToken: c.s.Config.Backend.PassesToken(),
 	}}
 	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
 		a.session, err = c.s.dial(ctx, user, secret, c.client)

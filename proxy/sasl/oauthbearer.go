@@ -378,10 +378,10 @@ func equalFoldASCII(b []byte, lower string) bool {
 }
 
 // EncodeOAuthBearer returns the raw (not base64) OAUTHBEARER client response
-// that ParseOAuthBearer reads back as c, for tests and probe tools. The GS2
-// flag comes from CBFlag ('n' when zero) and CBType, the authzid is escaped
-// per RFC 5801 §4, and host, port and cbdata are sent when set. c is not
-// validated and Mechanism is ignored.
+// that ParseOAuthBearer reads back as c, for tests, probe tools and the backend
+// login "token" (backends). The GS2 flag comes from CBFlag ('n' when zero) and
+// CBType, the authzid is escaped per RFC 5801 §4, and host, port and cbdata
+// are sent when set. c is not validated and Mechanism is ignored.
 func EncodeOAuthBearer(c Credentials) []byte {
 	b := make([]byte, 0, 64+len(c.AuthzID)+len(c.Host)+len(c.Token)+2*len(c.CBData))
 	switch c.CBFlag {

@@ -68,7 +68,7 @@ func isUser(v []byte) bool {
 }
 
 // EncodeXOAuth2 returns the raw (not base64) XOAUTH2 client message for user
-// and token, for tests and probe tools.
+// and token, for tests, probe tools and the backend login "token" (backends).
 func EncodeXOAuth2(user, token string) []byte {
 	b := make([]byte, 0, len("user=\x01auth=Bearer \x01\x01")+len(user)+len(token))
 	b = append(b, "user="...)

@@ -146,7 +146,7 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 	a := &authExchange{s: s, Attempt: proxy.Attempt{
 		Protocol: Protocol.Name, Mechanism: mech, Listener: srv.Listener, Conn: s.bnd,
 		Client: s.c.client, Log: s.log, Observer: s.c.obs,
-		NoSecret: !srv.Config.Backend.NeedsUserSecret(),
+		NoSecret: !srv.Config.Backend.NeedsUserSecret(), PassToken: srv.Config.Backend.PassesToken(),
 	}}
 	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
 		a.secret = secret
