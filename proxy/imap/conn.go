@@ -349,6 +349,12 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 			return c.authFailed(cmd.tag, a, err)
 		case errors.Is(err, errLineTooLong):
 			return c.badCommand(cmd.tag, "Line too long")
+		case errorChallenge && err != nil:
+			// The client left after the error challenge: the attempt failed all the same,
+			// and is observed as such (as SMTP does), with nobody left to answer.
+			_, _, ferr := srv.Next([]byte{})
+			c.s.Login.Finish(&a.Attempt, ferr)
+			return err
 		case err != nil:
 			return err
 		case string(line) == "*":

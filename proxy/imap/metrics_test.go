@@ -104,3 +104,15 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A client that leaves after the error challenge, without answering it, has still failed to
+// authenticate: the attempt is counted, with its RFC 7628 status.
+func TestMetricsClientLeavesAfterErrorChallenge(t *testing.T) {
+	m := metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
+	e := newEnv(t, func(s *Server) { s.Observer = m.Listener(s.Listener.Name, "imap") })
+	c := e.dial(t, true)
+	c.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
+	c.expect("+ ")
+	c.nc.Close()
+	waitValue(t, m, 1, metrics.NameAuth, "listener", proxy.TLSImplicit, "mechanism", "OAUTHBEARER", "result", "invalid_token")
+}
