@@ -58,9 +58,11 @@ func startDovecot(ctx context.Context, dir string, key []byte, submission bool) 
 type dovecotOptions struct {
 	key        []byte
 	submission bool
-	// master, when set, replaces the users' derived secrets: their passdb entries have no
-	// password, and a master passdb holds this master user, who logs in as any of them
-	// (SASL PLAIN authzid, or user*master with auth_master_user_separator = *).
+	// master, when set, adds a master passdb holding this master user, who logs in as any
+	// user (SASL PLAIN authzid, or user*master with auth_master_user_separator = *). Without
+	// a key it also replaces the users' derived secrets: their passdb entries have no
+	// password. With a key the users keep them: a master passdb only answers logins that
+	// name its master user, and no e2e username contains the separator.
 	master *masterUser
 	// oauth2IntrospectionURL, when set, adds an oauth2 passdb for the mechanisms OAUTHBEARER
 	// and XOAUTH2 (which the passwd-file passdb then no longer serves): Dovecot validates
@@ -135,7 +137,7 @@ func startDovecotWith(ctx context.Context, dir string, o dovecotOptions) (*dovec
 
 	var passwd strings.Builder
 	for _, u := range []string{mailUser, mailUser2} {
-		if o.master != nil {
+		if o.master != nil && key == nil {
 			fmt.Fprintf(&passwd, "%s:{CRYPT}*\n", u) // matches no password: only the master user logs in as u
 			continue
 		}
@@ -281,7 +283,7 @@ service imap-login {
 	// checks that the derived secret logs in, before the proxy depends on it.
 	deadline := time.Now().Add(15 * time.Second)
 	user, pass := mailUser, backends.DeriveSecret(key, mailUser).Reveal()
-	if o.master != nil {
+	if o.master != nil && key == nil {
 		user, pass = mailUser+"*"+o.master.name, o.master.secret
 	}
 	for {

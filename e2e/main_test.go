@@ -292,7 +292,8 @@ func (e *env) start() error {
 		return err
 	}
 	submission := smtpSkipReason == ""
-	if e.dovecot, err = startDovecot(ctx, e.dir, e.hmacKey, submission); e.dovecot != nil && e.dovecot.proc != nil {
+	o := dovecotOptions{key: e.hmacKey, submission: submission, master: &smtpMaster}
+	if e.dovecot, err = startDovecotWith(ctx, e.dir, o); e.dovecot != nil && e.dovecot.proc != nil {
 		e.procs = append(e.procs, e.dovecot.proc)
 	}
 	if err != nil {
