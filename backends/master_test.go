@@ -115,7 +115,7 @@ func TestDialIMAPMaster(t *testing.T) {
 			tc.cfg.Address = addr
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
 			sess, err := DialIMAP(context.Background(), tc.cfg, "alice@example.com", "users-own-secret", Client{})
-			checkMasterResult(t, err, tc.wantErr, tc.wantText)
+			checkDialResult(t, err, tc.wantErr, tc.wantText, masterSecret)
 			if sess != nil {
 				sess.Close()
 			}
@@ -177,7 +177,7 @@ func TestDialSMTPMaster(t *testing.T) {
 			tc.cfg.Hostname = "gw.example"
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
 			sess, err := DialSMTP(context.Background(), tc.cfg, "alice@example.com", "", Client{})
-			checkMasterResult(t, err, tc.wantErr, tc.wantText)
+			checkDialResult(t, err, tc.wantErr, tc.wantText, masterSecret)
 			if sess != nil {
 				sess.Close()
 			}
@@ -196,9 +196,9 @@ func waitScript(t *testing.T, done <-chan struct{}) {
 	}
 }
 
-// checkMasterResult checks a dial's error against the wanted kind and text; it must never
-// hold the master secret.
-func checkMasterResult(t *testing.T, err, wantErr error, wantText string) {
+// checkDialResult checks a dial's error against the wanted kind and text; it must never hold
+// secret (the master secret, the client's token).
+func checkDialResult(t *testing.T, err, wantErr error, wantText, secret string) {
 	t.Helper()
 	if wantErr == nil {
 		if err != nil {
@@ -209,9 +209,28 @@ func checkMasterResult(t *testing.T, err, wantErr error, wantText string) {
 	if !errors.Is(err, wantErr) || !strings.Contains(errString(err), wantText) {
 		t.Errorf("err = %v, want %v containing %q", err, wantErr, wantText)
 	}
-	if strings.Contains(errString(err), masterSecret) {
-		t.Errorf("error contains the master secret: %v", err)
+	if strings.Contains(errString(err), secret) {
+		t.Errorf("error contains the secret: %v", err)
 	}
+}
+
+// listenCounting is a listener that counts nothing but whether a connection came: the tests
+// of logins refused before sending check that none did.
+func listenCounting(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			ch <- struct{}{}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), ch
 }
 
 // A user whose name holds the separator would let the backend split it elsewhere
@@ -219,21 +238,10 @@ func checkMasterResult(t *testing.T, err, wantErr error, wantText string) {
 // refused, like CR, LF and NUL, before any connection is made; and the master logins need
 // no per-user secret.
 func TestMasterLoginRefusesBeforeSending(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan struct{}, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- struct{}{}
-			c.Close()
-		}
-	}()
+	addr, accepted := listenCounting(t)
 	file := masterSecretFile(t, masterSecret)
 	// A short timeout: a login that gets through waits for a greeting that never comes.
-	base := Config{Address: ln.Addr().String(), TLS: "none", MasterUser: "admin", MasterSecretFile: file, Timeout: config.Duration(time.Second)}
+	base := Config{Address: addr, TLS: "none", MasterUser: "admin", MasterSecretFile: file, Timeout: config.Duration(time.Second)}
 	type dial func(Config, string) error
 	dials := map[string]dial{
 		"imap": func(c Config, u string) error {
@@ -265,7 +273,6 @@ func TestMasterLoginRefusesBeforeSending(t *testing.T) {
 			}
 		}
 	}
-	ln.Close()
 	select {
 	case <-accepted:
 		t.Error("a connection was made for a refused login")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +143,7 @@ func TestDialIMAPToken(t *testing.T) {
 			tc.cfg.Address = addr
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
 			sess, err := DialIMAP(context.Background(), tc.cfg, "alice@example.com", testToken, Client{})
-			checkTokenResult(t, err, tc.wantErr, tc.wantText)
+			checkDialResult(t, err, tc.wantErr, tc.wantText, testToken)
 			if sess != nil {
 				sess.Close()
 			}
@@ -238,7 +237,7 @@ func TestDialSMTPToken(t *testing.T) {
 			tc.cfg.Hostname = "gw.example"
 			tc.cfg.Timeout = config.Duration(5 * time.Second)
 			sess, err := DialSMTP(context.Background(), tc.cfg, "alice@example.com", testToken, Client{})
-			checkTokenResult(t, err, tc.wantErr, tc.wantText)
+			checkDialResult(t, err, tc.wantErr, tc.wantText, testToken)
 			if sess != nil {
 				sess.Close()
 			}
@@ -247,40 +246,11 @@ func TestDialSMTPToken(t *testing.T) {
 	}
 }
 
-// checkTokenResult checks a dial's error against the wanted kind and text; it must never
-// hold the token.
-func checkTokenResult(t *testing.T, err, wantErr error, wantText string) {
-	t.Helper()
-	if wantErr == nil {
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	if !errors.Is(err, wantErr) || !strings.Contains(errString(err), wantText) {
-		t.Errorf("err = %v, want %v containing %q", err, wantErr, wantText)
-	}
-	if strings.Contains(errString(err), testToken) {
-		t.Errorf("error contains the token: %v", err)
-	}
-}
-
 // A token or user that would break the client response is refused before any connection,
 // and the error never shows the token.
 func TestTokenLoginRefusesBeforeSending(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan struct{}, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- struct{}{}
-			c.Close()
-		}
-	}()
-	cfg := Config{Address: ln.Addr().String(), TLS: "none", Login: LoginToken, Timeout: config.Duration(time.Second)}
+	addr, accepted := listenCounting(t)
+	cfg := Config{Address: addr, TLS: "none", Login: LoginToken, Timeout: config.Duration(time.Second)}
 	for _, tc := range []struct {
 		user  string
 		token Secret
@@ -307,7 +277,6 @@ func TestTokenLoginRefusesBeforeSending(t *testing.T) {
 			}
 		}
 	}
-	ln.Close()
 	select {
 	case <-accepted:
 		t.Error("a connection was made for a refused login")
