@@ -383,23 +383,27 @@ func TestConfigValidateMaster(t *testing.T) {
 		{"unknown login names the master ones", with(func(c *Config) { c.Login = "proxy" }),
 			[]string{`login: "proxy" is not "plain", "login", "master", "master_separator", "token" or "xclient"`}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			if len(tc.want) == 0 {
-				if err != nil {
-					t.Errorf("Validate = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate = nil, want %q", tc.want)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Validate = %v\nwant it to contain %q", err, w)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkValidate(t, tc.cfg, tc.want) })
+	}
+}
+
+// checkValidate checks that cfg.Validate accepts cfg (want empty) or names each of want.
+func checkValidate(t *testing.T, cfg Config, want []string) {
+	t.Helper()
+	err := cfg.Validate()
+	if len(want) == 0 {
+		if err != nil {
+			t.Errorf("Validate = %v, want nil", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Validate = nil, want %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate = %v\nwant it to contain %q", err, w)
+		}
 	}
 }
 
