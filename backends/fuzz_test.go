@@ -3,6 +3,7 @@ package backends
 import (
 	"bufio"
 	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -88,4 +89,62 @@ func literalFree(line []byte) bool {
 	}
 	_, lit := literalSuffix(line)
 	return !lit
+}
+
+// FuzzStaticMap: a map file never panics the parser, and every entry it accepts is a route
+// the router can use: a key without control bytes, a pool name or a server SplitServer takes.
+func FuzzStaticMap(f *testing.F) {
+	f.Add("alice@example.com shard1\n@example.org mail3.internal:143 # c\n")
+	f.Add("bob [2001:db8::1]:143\n\n# x\n")
+	f.Add("a b c\nx\x00 y\n")
+	f.Fuzz(func(t *testing.T, file string) {
+		m, err := parseStaticMap(strings.NewReader(file), "f")
+		if err != nil {
+			return
+		}
+		for k, v := range m {
+			if k == "" || strings.ContainsFunc(k, isControl) {
+				t.Fatalf("key %q accepted", k)
+			}
+			a := Answer{Server: v}
+			if validPoolName(v) {
+				a = Answer{Pool: v}
+			}
+			if err := a.check(); err != nil {
+				t.Fatalf("value %q accepted, then refused by the router: %v", v, err)
+			}
+		}
+	})
+}
+
+// FuzzAuthHTTP: an auth_http answer never panics the parser, and a route it returns passes
+// the router's check or is refused there, never carrying CR or LF to a dial or a login.
+func FuzzAuthHTTP(f *testing.F) {
+	f.Add("OK", "10.0.0.2", "143", "alice", "pw", "")
+	f.Add("Invalid login", "", "", "", "", "")
+	f.Add("OK", "", "", "", "", "shard")
+	f.Add("OK", "[::1]", "993", "", "", "")
+	f.Fuzz(func(t *testing.T, status, server, port, user, pass, pool string) {
+		h := http.Header{}
+		for k, v := range map[string]string{"Auth-Status": status, "Auth-Server": server, "Auth-Port": port, "Auth-User": user, "Auth-Pass": pass, "Auth-Pool": pool} {
+			if v != "" {
+				h.Set(k, v)
+			}
+		}
+		a, found, err := parseAuthHTTP(200, h)
+		if err != nil || !found {
+			return
+		}
+		if a.check() != nil {
+			return
+		}
+		if strings.ContainsAny(a.Server+a.User+a.Pool+a.Secret.Reveal(), "\r\n\x00") {
+			t.Fatalf("answer %+v passed the check with CR, LF or NUL", a)
+		}
+		if a.Server != "" {
+			if _, _, err := SplitServer(a.Server); err != nil {
+				t.Fatalf("server %q passed the check: %v", a.Server, err)
+			}
+		}
+	})
 }

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +55,13 @@ type gateway struct {
 
 // newGateway serves imap.Server on loopback; validator nil means acceptAll.
 func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
+	return newRoutedGateway(tb, validator, nil)
+}
+
+// newRoutedGateway is newGateway with the logins routed by router (nil: the one scripted
+// backend); every route's member is dialled as the scripted backend, so the figures differ by
+// the routing alone.
+func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends.Router) *gateway {
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -70,10 +80,13 @@ func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
 	if validator == nil {
 		validator = acceptAll{}
 	}
+	if router == nil {
+		router = backends.Single("imap", backends.Config{Address: bln.Addr().String(), TLS: "none"})
+	}
 	srv := &imap.Server{
 		Listener:  proxy.ListenerConfig{Name: "bench", Protocol: "imap", Address: ln.Addr().String(), TLS: proxy.TLSImplicit},
 		TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-		Login:     &proxy.Login{Validator: validator, Secrets: fixedSecret{}},
+		Login:     &proxy.Login{Validator: validator, Secrets: fixedSecret{}, Router: router},
 		Dial: func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", bln.Addr().String())
@@ -222,6 +235,68 @@ func BenchmarkGatewayLogin(b *testing.B) {
 			g.token = token
 			benchLogin(b, g)
 		})
+	}
+}
+
+// BenchmarkGatewayLoginRouted: the stub login of BenchmarkGatewayLogin, sequential and with
+// 64 concurrent clients, routed three ways in one run: the single backend, rendezvous hashing
+// over a pool of two members, and an auth_http responder whose answer is cached. Every client
+// logs in as the same user, so the http rows also count the responder's requests per run
+// (http-lookups/op × N): one per cache TTL, however many clients wait for it.
+func BenchmarkGatewayLoginRouted(b *testing.B) {
+	pool := func(sources ...backends.Source) *backends.Router {
+		ps, err := backends.NewPools([]backends.PoolConfig{{Name: "shard", Protocol: "imap", Config: backends.Config{TLS: "none"},
+			Members: []backends.MemberConfig{{Address: "10.0.0.1:143"}, {Address: "10.0.0.2:143"}}, HealthCheck: backends.HealthConfig{Disabled: true}}},
+			map[string]string{"imap": "shard"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return backends.NewRouter(ps, sources, backends.RoutesConfig{}, nil)
+	}
+	var lookups atomic.Int64
+	responder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		lookups.Add(1)
+		w.Header().Set("Auth-Status", "OK")
+		w.Header().Set("Auth-Server", "10.0.0.2")
+		w.Header().Set("Auth-Port", "143")
+	}))
+	b.Cleanup(responder.Close)
+	for _, conc := range []int{1, 64} {
+		for _, rc := range []struct {
+			name   string
+			router func() *backends.Router
+		}{
+			{"single", func() *backends.Router { return nil }},
+			{"hash2", func() *backends.Router { return pool() }},
+			{"http-cached", func() *backends.Router {
+				src, err := backends.NewHTTPSource(backends.HTTPConfig{URL: responder.URL})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return pool(src)
+			}},
+		} {
+			b.Run(fmt.Sprintf("%s/clients=%d", rc.name, conc), func(b *testing.B) {
+				g := newRoutedGateway(b, nil, rc.router())
+				lookups.Store(0)
+				if conc == 1 {
+					benchLogin(b, g)
+				} else {
+					b.SetParallelism((conc + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+					b.ReportAllocs()
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							c := g.login(b)
+							c.cmd(b, "LOGOUT")
+							c.c.Close()
+						}
+					})
+				}
+				if rc.name == "http-cached" {
+					b.ReportMetric(float64(lookups.Load())/float64(b.N), "http-lookups/op")
+				}
+			})
+		}
 	}
 }
 

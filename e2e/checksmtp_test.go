@@ -20,9 +20,12 @@ func TestCheckCommandSMTP(t *testing.T) {
 	}
 	wantLines(t, r.stdout,
 		"OK   backend   imap backend "+e.dovecot.addr,
-		"OK   login     imap backend "+e.dovecot.addr+" accepts "+mailUser,
 		"OK   backend   smtp backend "+e.postfix.addr,
+		"OK   routes    2 pool(s), 0 route source(s)",
+		"OK   route     imap "+mailUser+" → imap pool backend, member "+e.dovecot.addr,
+		"OK   login     imap backend "+e.dovecot.addr+" accepts "+mailUser,
+		"OK   route     smtp "+mailUser+" → smtp pool backend, member "+e.postfix.addr,
 		"OK   login     smtp backend "+e.postfix.addr+" accepts "+mailUser,
-		"all 9 checks passed",
+		"all 12 checks passed",
 	)
 }

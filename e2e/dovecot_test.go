@@ -40,6 +40,8 @@ const (
 type dovecot struct {
 	addr       string
 	lmtpAddr   string // "" without mail submission
+	pop3Addr   string // plaintext POP3 on loopback; "" without dovecotOptions.pop3
+	sieveAddr  string // plaintext ManageSieve on loopback; "" without dovecotOptions.sieve
 	authSocket string // Postfix's smtpd_sasl_path; "" without mail submission
 	conf       string
 	log        string
@@ -58,6 +60,13 @@ func startDovecot(ctx context.Context, dir string, key []byte, submission bool) 
 type dovecotOptions struct {
 	key        []byte
 	submission bool
+	// pop3 adds the pop3 protocol, served in plaintext on a loopback port (dovecot.pop3Addr)
+	// by pop3-login (Debian's dovecot-pop3d), from the same passdb and maildirs.
+	pop3 bool
+	// sieve adds the sieve protocol (ManageSieve, RFC 5804), served in plaintext on a loopback
+	// port (dovecot.sieveAddr) by managesieve-login (Debian's dovecot-managesieved), with
+	// Pigeonhole's script store in each user's home (dovecot-sieve).
+	sieve bool
 	// master, when set, adds a master passdb holding this master user, who logs in as any
 	// user (SASL PLAIN authzid, or user*master with auth_master_user_separator = *). Without
 	// a key it also replaces the users' derived secrets: their passdb entries have no
@@ -94,6 +103,18 @@ func startDovecotWith(ctx context.Context, dir string, o dovecotOptions) (*dovec
 		}
 		d.authSocket = filepath.Join(dir, "dovecot-auth")
 		protocols = "imap lmtp"
+	}
+	if o.pop3 {
+		if d.pop3Addr, err = freePort(); err != nil {
+			return nil, err
+		}
+		protocols += " pop3"
+	}
+	if o.sieve {
+		if d.sieveAddr, err = freePort(); err != nil {
+			return nil, err
+		}
+		protocols += " sieve"
 	}
 
 	// Dovecot refuses to run mail processes as root and drops privileges for its
@@ -253,6 +274,12 @@ service imap-login {
 		_, lmtpPort, _ := net.SplitHostPort(d.lmtpAddr)
 		conf += submissionDovecot(d.authSocket, lmtpPort)
 	}
+	if o.pop3 {
+		conf += pop3Dovecot(d.pop3Addr) // pop3_test.go
+	}
+	if o.sieve {
+		conf += sieveDovecot(d.sieveAddr) // sieve_test.go
+	}
 	if os.Geteuid() != 0 {
 		conf += nonRootDovecot
 	}
@@ -276,6 +303,16 @@ service imap-login {
 	}
 	if d.lmtpAddr != "" {
 		if err := waitPort(ctx, d.lmtpAddr, d.proc); err != nil {
+			return d, err
+		}
+	}
+	if d.pop3Addr != "" {
+		if err := waitPort(ctx, d.pop3Addr, d.proc); err != nil {
+			return d, err
+		}
+	}
+	if d.sieveAddr != "" {
+		if err := waitPort(ctx, d.sieveAddr, d.proc); err != nil {
 			return d, err
 		}
 	}

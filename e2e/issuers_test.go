@@ -277,6 +277,9 @@ type gateSpec struct {
 	// braces; default "login: plain". A login that needs no per-user secret (master,
 	// master_separator) leaves out the secrets section.
 	login string
+	// imap, when set, replaces the imap section's backend line (e.g. "pool: shard"), and
+	// extra is appended to the file (pools, routes).
+	imap, extra string
 }
 
 func jwtIssuer(iss string) string {
@@ -332,6 +335,10 @@ func (e *env) startTestGate(t *testing.T, s gateSpec) *gate {
 	} else if !strings.HasPrefix(s.login, "login: plain") && !strings.HasPrefix(s.login, "login: login") {
 		secrets = ""
 	}
+	imapBackend := fmt.Sprintf("backend: {address: %s, tls: none, %s, timeout: 30s}", s.backend, s.login)
+	if s.imap != "" {
+		imapBackend = s.imap
+	}
 	addr, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +363,7 @@ listeners:
     public_host: 127.0.0.1
     public_port: %[5]s
 imap:
-  backend: {address: %[6]s, tls: none, %[11]s, timeout: 30s}
+  %[6]s
   allow_token_as_login_password: false
   preauth_timeout: 30s
   error_reply_timeout: 1s
@@ -364,8 +371,8 @@ imap:
 tokens:
   issuers:
 %[8]s  cache: %[9]s
-`, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, s.backend,
-		secrets, strings.Join(s.issuers, ""), s.cache, s.limits, s.login)
+%[11]s`, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, imapBackend,
+		secrets, strings.Join(s.issuers, ""), s.cache, s.limits, s.extra)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

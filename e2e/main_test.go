@@ -256,6 +256,29 @@ func missingComponents() []string {
 	if _, err := os.Stat(filepath.Join(moduleRoot(), "cmd", "saslgate")); err != nil {
 		missing = append(missing, "cmd/saslgate (the binary's source)")
 	}
+	// What only some tests need, Dovecot's POP3 and ManageSieve servers and sieve-connect
+	// (TestPOP3, TestSieve) and OpenLDAP (TestLDAPRouteSource), makes just those tests skip
+	// when it is missing and the gate is unset; under require the run stops here, before
+	// anything starts, rather than in the middle.
+	if os.Getenv(envGate) == "require" {
+		if out, err := exec.Command("doveconf", "-d", "-h", "libexec_dir").Output(); err != nil {
+			missing = append(missing, "doveconf (not in PATH)")
+		} else {
+			for _, l := range []struct{ bin, pkg string }{{"pop3-login", "dovecot-pop3d"}, {"managesieve-login", "dovecot-managesieved"}} {
+				if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), l.bin)); err != nil {
+					missing = append(missing, "dovecot "+l.bin+" ("+l.pkg+")")
+				}
+			}
+		}
+		if _, err := exec.LookPath("sieve-connect"); err != nil {
+			missing = append(missing, "sieve-connect (not in PATH)")
+		}
+		if bin, err := slapdCommand(); err != nil {
+			missing = append(missing, "slapd (not in PATH or /usr/sbin)")
+		} else if _, err := os.Stat(filepath.Join(filepath.Dir(bin), "slapadd")); err != nil {
+			missing = append(missing, "slapadd (beside "+bin+")")
+		}
+	}
 	return missing
 }
 

@@ -154,8 +154,10 @@ func TestCheckCommand(t *testing.T) {
 		"OK   keys      "+e.idp.issuer+": 1 signing key(s) at ",
 		"OK   secrets   source hmac",
 		"OK   backend   imap backend "+e.dovecot.addr+" (tls none): no TLS; offers login plain",
+		"OK   routes    1 pool(s), 0 route source(s)",
+		"OK   route     imap "+mailUser+" → imap pool backend, member "+e.dovecot.addr+" (route from default)",
 		"OK   login     imap backend "+e.dovecot.addr+" accepts "+mailUser,
-		"all 7 checks passed",
+		"all 9 checks passed",
 	)
 
 	// Everything that can go wrong at once, each on its own line: an issuer that is down,
@@ -166,8 +168,8 @@ func TestCheckCommand(t *testing.T) {
 		backend: fmt.Sprintf("{address: %s, tls: implicit, server_name: 127.0.0.1}", e.gate.imaps),
 	})
 	r = e.saslgateTool(t, "", "check", "--config", bad, "--user", noDovecot)
-	if r.code != 1 || !strings.Contains(r.stderr, "2 of 7 checks failed") {
-		t.Errorf("exit %d, stderr %q; want 1 and \"2 of 7 checks failed\"", r.code, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "2 of 9 checks failed") {
+		t.Errorf("exit %d, stderr %q; want 1 and \"2 of 9 checks failed\"", r.code, r.stderr)
 	}
 	wantLines(t, r.stdout,
 		"OK   issuer    "+e.idp.issuer,

@@ -20,7 +20,9 @@ import (
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/proxy/pop3"
 	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/proxy/sieve"
 	"github.com/saslgate/saslgate/proxy/smtp"
 	"github.com/saslgate/saslgate/tls/certs"
 )
@@ -70,23 +72,33 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 		want              map[string][]string // protocol → reply prefixes, in order; "" is EOF
 	}{
 		{"token refused", "forged", "forged", false, map[string][]string{
-			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "}}},
+			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "},
+			"pop3": {"+ ", "-ERR [AUTH] "}, "sieve": {`"`, `NO "Authentication failed."`}}},
 		{"scope missing", "no-scope", "no-scope", false, map[string][]string{
-			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "}}},
+			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "},
+			"pop3": {"+ ", "-ERR [AUTH] "}, "sieve": {`"`, `NO "Authentication failed."`}}},
 		{"authzid not the token's user", "mallory", "alice", false, map[string][]string{
-			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "}}},
+			"imap": {"+ ", "a NO [AUTHENTICATIONFAILED] "}, "smtp": {"334 ", "535 5.7.8 "},
+			"pop3": {"+ ", "-ERR [AUTH] "}, "sieve": {`"`, `NO "Authentication failed."`}}},
 		{"malformed", "", "", false, map[string][]string{
-			"imap": {"a BAD "}, "smtp": {"501 5.5.2 "}}},
+			"imap": {"a BAD "}, "smtp": {"501 5.5.2 "},
+			"pop3": {"-ERR Malformed XOAUTH2 message"}, "sieve": {`NO "Malformed XOAUTH2 message"`}}},
 		{"IdP unavailable", "idp-down", "idp-down", false, map[string][]string{
-			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "}}},
+			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "},
+			"pop3": {"-ERR [SYS/TEMP] "}, "sieve": {"NO (TRYLATER) "}}},
 		{"backend unavailable", "backend-down", "backend-down", false, map[string][]string{
-			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "}}},
+			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "},
+			"pop3": {"-ERR [SYS/TEMP] "}, "sieve": {"NO (TRYLATER) "}}},
 		{"backend refuses the login", "backend-refuses", "backend-refuses", false, map[string][]string{
-			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "}}},
+			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "},
+			"pop3": {"-ERR [SYS/TEMP] "}, "sieve": {"NO (TRYLATER) "}}},
 		{"no secret for the user", "not-provisioned", "not-provisioned", false, map[string][]string{
-			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "}}},
+			"imap": {"a NO [UNAVAILABLE] "}, "smtp": {"454 4.7.0 "},
+			"pop3": {"-ERR [SYS/TEMP] "}, "sieve": {"NO (TRYLATER) "}}},
+		// The delay is not sat out: the connection ends unanswered (SMTP's go-smtp answers
+		// the failed AUTH before it closes).
 		{"delay outlasts the pre-auth time", "alice", "alice", true, map[string][]string{
-			"imap": {""}, "smtp": {"454 4.7.0 ", ""}}},
+			"imap": {""}, "smtp": {"454 4.7.0 ", ""}, "pop3": {""}, "sieve": {""}}},
 	}
 	for _, fe := range frontEnds {
 		t.Run(fe.protocol, func(t *testing.T) {
@@ -109,7 +121,11 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 						ir = base64.StdEncoding.EncodeToString([]byte("no kvpairs at all"))
 					}
 					fe.auth(c, ir)
-					for _, want := range tc.want[fe.protocol] {
+					wants, ok := tc.want[fe.protocol]
+					if !ok {
+						t.Fatalf("no expected replies for %s", fe.protocol)
+					}
+					for _, want := range wants {
 						line := c.read()
 						if want == "" {
 							if line != "" {
@@ -120,8 +136,8 @@ func TestFrontEndsAnswerEachOutcome(t *testing.T) {
 						if !strings.HasPrefix(line, want) {
 							t.Fatalf("got %q, want %q", line, want)
 						}
-						if strings.HasPrefix(line, "+ ") || strings.HasPrefix(line, "334 ") {
-							c.send("") // the XOAUTH2 answer to the error challenge
+						if strings.HasPrefix(line, fe.challenge) {
+							c.send(fe.answer) // the XOAUTH2 answer to the error challenge
 						}
 					}
 				})
@@ -143,7 +159,7 @@ func TestFrontEndsSecretOnlyWhenNeeded(t *testing.T) {
 	validator := validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
 		return introspect.Identity{User: "alice"}, nil
 	})
-	want := map[string]string{"imap": "a NO [UNAVAILABLE] ", "smtp": "454 4.7.0 "}
+	want := map[string]string{"imap": "a NO [UNAVAILABLE] ", "smtp": "454 4.7.0 ", "pop3": "-ERR [SYS/TEMP] ", "sieve": "NO (TRYLATER) "}
 	for _, fe := range frontEnds {
 		logins := []string{backends.LoginPlain, backends.LoginLogin, backends.LoginMaster, backends.LoginMasterSeparator, backends.LoginToken}
 		if fe.protocol == "smtp" {
@@ -259,12 +275,16 @@ var frontEnds = []struct {
 	start    func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string
 	auth     func(c *lineConn, ir string) // sends the AUTH command with ir
 	startTLS func(c *lineConn)            // on a plaintext connection: greeting, STARTTLS, its OK
+	// challenge starts a line holding a server challenge, answer is the client's empty
+	// response to it (XOAUTH2's answer to the error challenge).
+	challenge, answer string
 }{
 	{
 		protocol: "imap",
 		start: func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string {
 			ln := listen(t)
 			l.Protocol = "imap"
+			login.Router = routerFor(backend)
 			srv := &imap.Server{
 				Listener:  l,
 				Config:    imap.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second)},
@@ -287,6 +307,7 @@ var frontEnds = []struct {
 			c.send("s STARTTLS")
 			c.expect("s OK ")
 		},
+		challenge: "+ ",
 	},
 	{
 		protocol: "smtp",
@@ -294,6 +315,7 @@ var frontEnds = []struct {
 			ln := listen(t)
 			l.Protocol = "smtp"
 			backend.Address = "127.0.0.1:1"
+			login.Router = routerFor(backend)
 			srv := &smtp.Server{
 				Listener:  l,
 				Config:    smtp.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second), Hostname: "mx.example"},
@@ -322,6 +344,73 @@ var frontEnds = []struct {
 			c.send("STARTTLS")
 			c.expect("220 ")
 		},
+		challenge: "334 ",
+	},
+	{
+		protocol: "pop3",
+		start: func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string {
+			ln := listen(t)
+			l.Protocol = "pop3"
+			login.Router = routerFor(backend)
+			srv := &pop3.Server{
+				Listener:  l,
+				Config:    pop3.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second)},
+				TLSConfig: certs.FromCertificate(cert).TLSConfig(),
+				Login:     login,
+				Dial: func(_ context.Context, user string, secret backends.Secret) (*backends.POP3Session, error) {
+					return nil, dial(user, secret)
+				},
+			}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			return ln.Addr().String()
+		},
+		auth: func(c *lineConn, ir string) {
+			c.expect("+OK ")
+			c.send("AUTH XOAUTH2 " + ir)
+		},
+		startTLS: func(c *lineConn) {
+			c.expect("+OK ")
+			c.send("STLS")
+			c.expect("+OK ")
+		},
+		challenge: "+ ",
+	},
+	{
+		protocol: "sieve",
+		start: func(t *testing.T, l proxy.ListenerConfig, backend backends.Config, login *proxy.Login, cert tls.Certificate, dial dialFunc) string {
+			ln := listen(t)
+			l.Protocol = "sieve"
+			// Serve probes the default pool's member for its capabilities before it accepts:
+			// one that refuses at once.
+			backend.Address = "127.0.0.1:1"
+			login.Router = routerFor(backend)
+			srv := &sieve.Server{
+				Listener:  l,
+				Config:    sieve.Config{Backend: backend, PreauthTimeout: config.Duration(5 * time.Second)},
+				TLSConfig: certs.FromCertificate(cert).TLSConfig(),
+				Login:     login,
+				Dial: func(_ context.Context, user string, secret backends.Secret) (*backends.SieveSession, error) {
+					return nil, dial(user, secret)
+				},
+			}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			return ln.Addr().String()
+		},
+		auth: func(c *lineConn, ir string) {
+			for !strings.HasPrefix(c.expect(""), "OK ") { // the capabilities, then OK
+			}
+			c.send(`AUTHENTICATE "XOAUTH2" "` + ir + `"`)
+		},
+		startTLS: func(c *lineConn) {
+			for !strings.HasPrefix(c.expect(""), "OK ") {
+			}
+			c.send("STARTTLS")
+			c.expect("OK ")
+		},
+		challenge: `"`,
+		answer:    `""`,
 	},
 }
 
@@ -377,3 +466,19 @@ type fixedLimiter time.Duration
 
 func (fixedLimiter) Failed(netip.Addr)                {}
 func (d fixedLimiter) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+
+// routerFor routes every login of the front ends' protocols to backend.
+func routerFor(backend backends.Config) *backends.Router {
+	var pcs []backends.PoolConfig
+	defaults := map[string]string{}
+	for _, p := range []string{imap.Protocol.Name, pop3.Protocol.Name, smtp.Protocol.Name, sieve.Protocol.Name} {
+		pcs = append(pcs, backends.PoolConfig{Name: "backend", Protocol: p, Config: backend,
+			Members: []backends.MemberConfig{{Address: backend.Address}}, HealthCheck: backends.HealthConfig{Disabled: true}})
+		defaults[p] = "backend"
+	}
+	ps, err := backends.NewPools(pcs, defaults)
+	if err != nil {
+		panic(err)
+	}
+	return backends.NewRouter(ps, nil, backends.RoutesConfig{}, nil)
+}

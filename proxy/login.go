@@ -15,15 +15,18 @@ import (
 )
 
 // Login is the login pipeline every front end shares: the failed-authentication delay, token
-// validation and policy (Authorize), the user's backend secret, the backend login, the
-// limiter's bookkeeping and one observation of the outcome. A front end parses the client's
-// bytes into an Attempt and sasl.Credentials and answers the Outcome from its own table;
-// it holds no step of the sequence itself.
+// validation and policy (Authorize), the route to the user's backend, the user's backend
+// secret, the backend login, the limiter's bookkeeping and one observation of the outcome. A
+// front end parses the client's bytes into an Attempt and sasl.Credentials and answers the
+// Outcome from its own table; it holds no step of the sequence itself.
 //
-// A Login is safe for concurrent use; its zero value is not usable (Validator is required).
+// A Login is safe for concurrent use; its zero value is not usable (Validator and Router are
+// required).
 type Login struct {
 	Validator Validator
-	// Secrets gives the users' backend secrets; nil only if no Attempt needs one.
+	// Router finds the backend server of each user (pools, route sources).
+	Router *backends.Router
+	// Secrets gives the users' backend secrets; nil only if no route needs one.
 	Secrets SecretSource
 	// Limiter delays the answers to clients that keep failing; nil: no delay.
 	Limiter AuthLimiter
@@ -37,26 +40,28 @@ type Login struct {
 // Attempt is one authentication attempt on one connection: what the front end knows, and how
 // it logs in to its backend.
 type Attempt struct {
-	Protocol  string // the front end's Protocol.Name, for scopes and metrics
+	Protocol  string // the front end's Protocol.Name, for scopes, routes and metrics
 	Mechanism string // OAUTHBEARER, XOAUTH2 or LOGIN (token as password)
 	Listener  ListenerConfig
 	Conn      Conn            // the client's TLS state: channel binding, bound tokens
 	Client    backends.Client // the client's address (PROXY header's, behind a balancer)
 	Log       *slog.Logger    // the connection's logger (nil: discard)
 	Observer  Observer        // the listener's observer (nil: none)
-	// NoSecret says the backend login needs no per-user secret (backends.Config.NeedsUserSecret:
-	// master logins, SMTP XCLIENT); Dial then gets an empty secret.
-	NoSecret bool
-	// PassToken says the backend login sends the client's own access token
-	// (backends.Config.PassesToken): Dial then gets the validated token as its secret, and no
-	// per-user secret is looked up.
-	PassToken bool
-	// Dial logs in to the backend as user with secret; the front end keeps the session it
-	// opens. Its errors wrap backends.ErrUnavailable or backends.ErrRejected.
-	Dial func(ctx context.Context, user string, secret backends.Secret) error
+	// Number is the connection's authentication attempt, from 1 (0 counts as 1); route
+	// sources may see it (auth_http's Auth-Login-Attempt).
+	Number int
+	// Dial logs in to the route's server as route.User with secret: the user's backend
+	// secret, the route's, the client's token (login "token"), or "" for the logins that
+	// need none. The front end keeps the session it opens. Its errors wrap
+	// backends.ErrUnavailable or backends.ErrRejected.
+	Dial func(ctx context.Context, route backends.Route, secret backends.Secret) error
 
 	identity introspect.Identity // what Run validated, for Finish
+	route    backends.Route      // where Run sent the login, for Finish
 }
+
+// Route is where Run sent the login (zero before it got there).
+func (a *Attempt) Route() backends.Route { return a.route }
 
 // refusedFor is how long a (user, secret) pair the backend refused twice is answered from
 // memory. Long enough that a client retrying in a loop does not reach the backend at each try
@@ -106,12 +111,23 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		}
 		return err
 	}
+	route, err := l.Router.Route(ctx, backends.Query{
+		Protocol: a.Protocol, User: id.User, Mechanism: a.Mechanism, Client: a.Client, Attempt: max(a.Number, 1),
+	})
+	if err != nil {
+		return err
+	}
+	a.route = route
 	var secret backends.Secret
+	cfg := route.Config
 	switch {
-	case a.PassToken:
+	case cfg.PassesToken():
 		secret = backends.Secret(c.Token)
-	case !a.NoSecret:
-		if secret, err = l.Secrets.Secret(ctx, id.User); err != nil {
+	case !cfg.NeedsUserSecret():
+	case route.Secret != "":
+		secret = route.Secret
+	default:
+		if secret, err = l.Secrets.Secret(ctx, route.User); err != nil {
 			if l.Limiter != nil {
 				l.Limiter.Failed(ip)
 			}
@@ -123,10 +139,10 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	// backend's, and an admin's fix of it must apply at once to every user; a token the
 	// backend refuses is its own validation's verdict on that token, which the next token
 	// does not share. The failure delay bounds such retries.
-	remember := !a.NoSecret && !a.PassToken
+	remember := cfg.NeedsUserSecret()
 	var key [32]byte
 	if remember {
-		key = refusalKey(a.Protocol, id.User, secret)
+		key = refusalKey(a.Protocol, route.User, secret)
 	}
 	if remember && l.refusals.has(key, l.now()) {
 		if l.Limiter != nil {
@@ -135,7 +151,7 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		return errRefusedRecently
 	}
 	start := time.Now()
-	err = a.Dial(ctx, id.User, secret)
+	err = a.Dial(ctx, route, secret)
 	if a.Observer != nil {
 		a.Observer.BackendLogin(time.Since(start), BackendResult(err))
 	}
@@ -191,6 +207,12 @@ func (l *Login) Finish(a *Attempt, err error) Outcome {
 	if o.Identity.User != "" {
 		attrs = append(attrs, "user", o.Identity.User)
 	}
+	if r := a.route; r.Config.Address != "" {
+		attrs = append(attrs, "backend", r.Config.Address, "route", r.Source)
+		if r.User != o.Identity.User {
+			attrs = append(attrs, "backend_user", r.User)
+		}
+	}
 	switch o.Kind {
 	case Success:
 		log.Info("authentication", append(attrs, "issuer", o.Identity.Issuer)...)
@@ -201,7 +223,7 @@ func (l *Login) Finish(a *Attempt, err error) Outcome {
 	case BackendRefused:
 		if l.logs.allow(o.Identity.User, l.now()) {
 			msg := "backend refused the login of a valid token; provision the user or fix the secret"
-			if a.PassToken {
+			if a.route.Config.PassesToken() {
 				msg = "backend refused the login of a valid token; the backend validates the token itself: check that it trusts the same issuer and maps the same user"
 			}
 			log.Error(msg, append(attrs, "reason", err)...)

@@ -98,12 +98,22 @@ var client = backends.Client{Addr: netip.MustParseAddrPort("192.0.2.7:40000")}
 // try runs one attempt with token through the pipeline, the backend answering with dialErr,
 // and returns the observed outcome.
 func (p *pipeline) try(token string, dialErr error) Outcome {
+	if p.Router == nil {
+		be := backends.Config{Address: "backend.test:143", TLS: "none"}
+		switch {
+		case p.passToken:
+			be.Login = backends.LoginToken
+		case p.noSecret:
+			be.Login = backends.LoginMaster
+		}
+		p.Router = backends.Single("imap", be)
+	}
 	a := &Attempt{
-		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client, NoSecret: p.noSecret, PassToken: p.passToken,
+		Protocol: "imap", Mechanism: sasl.OAuthBearer, Client: client,
 		Log: slog.New(slog.NewTextHandler(&p.logs, nil)),
-		Dial: func(_ context.Context, user string, secret backends.Secret) error {
+		Dial: func(_ context.Context, r backends.Route, secret backends.Secret) error {
 			p.mu.Lock()
-			p.dials[user]++
+			p.dials[r.User]++
 			p.secrets = append(p.secrets, secret.Reveal())
 			p.mu.Unlock()
 			return dialErr
@@ -315,3 +325,48 @@ type fixedLimiter time.Duration
 
 func (fixedLimiter) Failed(netip.Addr)                {}
 func (d fixedLimiter) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+
+// routeSource answers every user with a server of the pool, a backend user and a secret.
+type routeSource struct{}
+
+func (routeSource) Name() string { return "http" }
+
+func (routeSource) Lookup(_ context.Context, q backends.Query) (backends.Answer, bool, error) {
+	switch q.User {
+	case "alice":
+		return backends.Answer{Server: "backend.test:143", User: "alice.backend", Secret: "route-secret"}, true, nil
+	case "bob":
+		return backends.Answer{Pool: "nosuch"}, true, nil
+	}
+	return backends.Answer{}, false, nil
+}
+
+// The route decides the backend user and, when its source gives one, the secret: the
+// SecretSource is not asked then. An unusable route is BackendUnavailable, and no dial.
+func TestLoginFollowsRoute(t *testing.T) {
+	p := newPipeline(Limits{})
+	p.Secrets = secretsFunc(func(user string) (backends.Secret, error) {
+		if user == "alice" || user == "alice.backend" {
+			t.Errorf("the SecretSource was asked for %s, whose route has a secret", user)
+		}
+		return backends.Secret("secret-of-" + user), nil
+	})
+	ps, err := backends.NewPools([]backends.PoolConfig{{Name: "backend", Protocol: "imap", Config: backends.Config{TLS: "none"},
+		Members: []backends.MemberConfig{{Address: "backend.test:143"}}}}, map[string]string{"imap": "backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Router = backends.NewRouter(ps, []backends.Source{routeSource{}}, backends.RoutesConfig{}, nil)
+	if o := p.try("alice", nil); o.Kind != Success {
+		t.Fatalf("alice: %v %v", o.Kind, o.Err)
+	}
+	if p.dials["alice.backend"] != 1 || p.secrets[0] != "route-secret" {
+		t.Errorf("dials %v with secrets %q; want alice.backend with the route's secret", p.dials, p.secrets)
+	}
+	if !strings.Contains(p.logs.String(), "backend=backend.test:143 route=http backend_user=alice.backend") {
+		t.Errorf("the success line does not name the route:\n%s", p.logs.String())
+	}
+	if o := p.try("bob", nil); o.Kind != BackendUnavailable || p.dials["bob"] != 0 {
+		t.Errorf("bob, routed to a pool that does not exist: %v after %d dials, want BackendUnavailable and none", o.Kind, p.dials["bob"])
+	}
+}

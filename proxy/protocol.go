@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 
@@ -45,9 +46,27 @@ const (
 type Section interface {
 	// Validate names every bad field, prefixed with the section's name ("imap.backend").
 	Validate() error
-	// BackendConfig is the server the protocol's sessions log in to: /readyz and
-	// `saslgate check` dial it. (Not Backend: that is the sections' field.)
-	BackendConfig() backends.Config
+	// Backends is where the protocol's logins go when no route source knows the user: the
+	// name of a pool of the top-level pools section, or one backend server (the shorthand for
+	// a one-member pool). Exactly one is set (ValidateBackend).
+	Backends() (pool string, backend backends.Config)
+}
+
+// ValidateBackend checks a section's pool and backend fields: exactly one is set, and a
+// backend is a valid one. The pool's existence is the whole file's to check.
+func ValidateBackend(section, pool string, backend backends.Config) error {
+	switch {
+	case pool != "" && backend != (backends.Config{}):
+		return fmt.Errorf("%s.pool and %s.backend: set one, not both (a backend is a one-member pool: list it as a member of the pool)", section, section)
+	case pool != "":
+		return nil
+	case backend == (backends.Config{}):
+		return fmt.Errorf("%s.pool or %s.backend: one is required (pool: a pool's name from the pools section; backend: one server)", section, section)
+	}
+	if err := backend.Validate(); err != nil {
+		return fmt.Errorf("%s.backend: %w", section, err)
+	}
+	return nil
 }
 
 // ServerDeps is what a front end's server is built from: one listener, its protocol's

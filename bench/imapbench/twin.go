@@ -102,7 +102,7 @@ func twinMain(args []string) error {
 			Listener:  l,
 			Config:    cfg.IMAP,
 			TLSConfig: store.TLSConfig(),
-			Login:     &proxy.Login{Validator: validator, Secrets: secrets},
+			Login:     &proxy.Login{Validator: validator, Secrets: secrets, Router: backends.Single("imap", cfg.IMAP.Backend)},
 			Limits:    cfg.Limits,
 			Logger:    logger,
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/metrics"
 )
 
@@ -16,14 +18,25 @@ const backendDialTimeout = 2 * time.Second
 
 // readyChecks are /readyz's conditions: not draining (so a load balancer stops sending new
 // clients during SIGTERM's drain period), the issuers' keys or endpoints are loaded, and every
-// backend a listener uses accepts a TCP connection.
-func readyChecks(cfg *fileConfig, v *live) []metrics.Check {
+// pool a listener uses has a member up: by its health checks, or, in a pool without them (a
+// section's one backend), by a TCP connection to each member.
+func readyChecks(pools *backends.Pools, v *live) []metrics.Check {
 	checks := []metrics.Check{{Name: "draining", Run: v.notDraining}, {Name: "issuers", Run: v.Ready}}
-	for _, p := range protocols {
-		if cfg.uses(p.Name) {
-			addr := cfg.section(p).BackendConfig().Address
-			checks = append(checks, metrics.DialCheck(p.Name+" backend "+addr, addr, backendDialTimeout))
+	for _, p := range pools.All() {
+		name := fmt.Sprintf("%s pool %s", p.Protocol, p.Name)
+		if !p.HealthChecked() {
+			for _, m := range p.Members {
+				checks = append(checks, metrics.DialCheck(name+" member "+m.Address(), m.Address(), backendDialTimeout))
+			}
+			continue
 		}
+		checks = append(checks, metrics.Check{Name: name, Run: func(context.Context) error {
+			up := len(p.Healthy())
+			if up == 0 {
+				return fmt.Errorf("none of %d members is up", len(p.Members))
+			}
+			return nil
+		}})
 	}
 	return checks
 }
@@ -31,7 +44,7 @@ func readyChecks(cfg *fileConfig, v *live) []metrics.Check {
 // startAdmin binds the admin listener (the "admin" section: /metrics, /healthz, /readyz) and
 // serves it in the background; the caller shuts the server down. It returns nil, nil when the
 // section is not configured.
-func startAdmin(cfg *fileConfig, m *metrics.Metrics, v *live, logger *slog.Logger, errc chan<- error) (*http.Server, net.Addr, error) {
+func startAdmin(cfg *fileConfig, pools *backends.Pools, m *metrics.Metrics, v *live, logger *slog.Logger, errc chan<- error) (*http.Server, net.Addr, error) {
 	if !cfg.Admin.Enabled() {
 		return nil, nil, nil
 	}
@@ -40,7 +53,7 @@ func startAdmin(cfg *fileConfig, m *metrics.Metrics, v *live, logger *slog.Logge
 		return nil, nil, fmt.Errorf("admin: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           m.Handler(readyChecks(cfg, v), logger),
+		Handler:           m.Handler(readyChecks(pools, v), logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -228,7 +228,7 @@ func TestAdminNotReady(t *testing.T) {
 	g := startTestGateway(t, cfg)
 
 	code, body := httpGet(t, "http://"+g.addrs["admin"].String()+"/readyz")
-	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "smtp backend "+deadAddr+": ") || strings.Count(body, "\n") != 1 {
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "smtp pool backend member "+deadAddr+": ") || strings.Count(body, "\n") != 1 {
 		t.Errorf("/readyz = %d %q; want 503 naming only the SMTP backend", code, body)
 	}
 }

@@ -68,22 +68,24 @@ func (r *report) result() error {
 	return nil
 }
 
-// backendCheck is one backend to reach.
+// backendCheck is one backend to reach: a member of a pool.
 type backendCheck struct {
 	// protocol is the registered protocol's name, which is also the probe's name for it
-	// (probe.IMAP, probe.SMTP). What is checked of a backend (which AUTH it must offer,
-	// how to log in) stays keyed on the probe's names here until backends own their
-	// per-protocol checks (issue 16); a protocol the probe does not speak fails its check.
+	// (probe.IMAP, probe.POP3, probe.SMTP, probe.Sieve). What is checked of a backend (which
+	// AUTH it must offer, how to log in) stays keyed on the probe's names here until
+	// backends own their per-protocol checks (issue 16); a protocol the probe does not speak
+	// fails its check.
 	protocol string
+	pool     string
 	cfg      backends.Config
 }
 
-// configuredBackends are the backends of the protocols the listeners serve, in registry order.
+// configuredBackends are the members of the pools of the protocols the listeners serve.
 func configuredBackends(cfg *fileConfig) []backendCheck {
 	var out []backendCheck
-	for _, p := range protocols {
-		if cfg.uses(p.Name) {
-			out = append(out, backendCheck{p.Name, cfg.section(p).BackendConfig()})
+	for _, pc := range cfg.poolConfigs() {
+		for _, m := range pc.Members {
+			out = append(out, backendCheck{pc.Protocol, pc.Name, pc.Member(m)})
 		}
 	}
 	return out
@@ -130,6 +132,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		secretsOK = r.check("secrets", err, "source %s", cfg.Secrets.Source)
 	}
 
+	up := map[string]bool{} // members that answered, by address and protocol
 	for _, b := range configuredBackends(cfg) {
 		if b.cfg.MasterSecretFile != "" {
 			if _, err := b.cfg.MasterSecret(); err != nil {
@@ -141,18 +144,12 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cctx, cancel := context.WithTimeout(ctx, *timeout)
 		detail, err := checkBackend(cctx, b)
 		cancel()
-		r.check("backend", err, "%s", detail)
-		if *user == "" || (!secretsOK && b.cfg.NeedsUserSecret()) || err != nil {
-			continue
+		if r.check("backend", err, "%s", detail) {
+			up[b.protocol+" "+b.cfg.Address] = true
 		}
-		if b.cfg.PassesToken() {
-			r.skip("login", "%s backend %s: login token logs in with the client's access token; log in through saslgate to test it", b.protocol, b.cfg.Address)
-			continue
-		}
-		cctx, cancel = context.WithTimeout(ctx, *timeout)
-		err = backendLogin(cctx, b, secrets, *user)
-		cancel()
-		r.check("login", err, "%s backend %s accepts %s %s", b.protocol, b.cfg.Address, *user, loginDetail(b.cfg))
+	}
+	if *user != "" {
+		checkUserRoutes(ctx, r, cfg, secrets, secretsOK, up, *user, *timeout)
 	}
 
 	if cfg.HTTP.Enabled() {
@@ -275,31 +272,8 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 		return "", fmt.Errorf("%s backend %s: %w", b.protocol, b.cfg.Address, err)
 	}
 	login := cmpOr(b.cfg.Login, backends.LoginPlain)
-	// The SASL mechanism or command each login sends (backends.DialIMAP, DialSMTP).
-	imapLOGIN := login == backends.LoginLogin || login == backends.LoginMasterSeparator
-	smtpPLAIN := login == backends.LoginPlain || login == backends.LoginMaster || login == backends.LoginMasterSeparator
-	var missing string
-	switch {
-	case login == backends.LoginToken:
-		// The mechanism DialIMAP and DialSMTP send the token with.
-		mech := strings.ToUpper(cmpOr(b.cfg.TokenMechanism, backends.TokenOAuthBearer))
-		if b.protocol == probe.IMAP && !hasWord(res.Capabilities, "AUTH="+mech) {
-			missing = "AUTH=" + mech
-		} else if b.protocol == probe.SMTP && !smtpOffers(res.Capabilities, "AUTH", mech) {
-			missing = "AUTH " + mech
-		}
-	case b.protocol == probe.IMAP && !imapLOGIN && !hasWord(res.Capabilities, "AUTH=PLAIN"):
-		missing = "AUTH=PLAIN"
-	case b.protocol == probe.IMAP && imapLOGIN && hasWord(res.Capabilities, "LOGINDISABLED"):
-		missing = "LOGIN (it advertises LOGINDISABLED)"
-	case b.protocol == probe.SMTP && smtpPLAIN && !smtpOffers(res.Capabilities, "AUTH", "PLAIN"):
-		missing = "AUTH PLAIN"
-	case b.protocol == probe.SMTP && login == backends.LoginLogin && !smtpOffers(res.Capabilities, "AUTH", "LOGIN"):
-		missing = "AUTH LOGIN"
-	case b.protocol == probe.SMTP && login == backends.LoginXClient && !smtpOffers(res.Capabilities, "XCLIENT", "LOGIN"):
-		missing = "XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"
-	}
-	if missing != "" {
+	mech := strings.ToUpper(cmpOr(b.cfg.TokenMechanism, backends.TokenOAuthBearer))
+	if missing := missingForLogin(b.protocol, login, mech, res.Capabilities); missing != "" {
 		return "", fmt.Errorf("%s backend %s does not offer %s, needed for login: %s", b.protocol, b.cfg.Address, missing, login)
 	}
 	tlsNote := "no TLS"
@@ -310,6 +284,68 @@ func checkBackend(ctx context.Context, b backendCheck) (string, error) {
 		}
 	}
 	return fmt.Sprintf("%s backend %s (tls %s): %s; offers login %s", b.protocol, b.cfg.Address, b.cfg.TLS, tlsNote, login), nil
+}
+
+// missingForLogin is what a backend of protocol, with the capabilities the probe read, lacks
+// for login (with tokenMech, upper case, for login token), or "" when it offers what the
+// backend dialer sends (backends.DialIMAP, DialPOP3, DialSMTP, DialSieve).
+func missingForLogin(protocol, login, tokenMech string, caps []string) string {
+	token := login == backends.LoginToken
+	// PLAIN is the mechanism of the plain and master logins everywhere, and of
+	// master_separator where it is not the LOGIN command or USER and PASS.
+	plain := login == backends.LoginPlain || login == backends.LoginMaster
+	userPass := login == backends.LoginLogin || login == backends.LoginMasterSeparator
+	switch protocol {
+	case probe.IMAP:
+		switch {
+		case token && !hasWord(caps, "AUTH="+tokenMech):
+			return "AUTH=" + tokenMech
+		case plain && !hasWord(caps, "AUTH=PLAIN"):
+			return "AUTH=PLAIN"
+		case userPass && hasWord(caps, "LOGINDISABLED"):
+			return "LOGIN (it advertises LOGINDISABLED)"
+		}
+	case probe.SMTP:
+		switch {
+		case token && !lineOffers(caps, "AUTH", tokenMech):
+			return "AUTH " + tokenMech
+		case (plain || login == backends.LoginMasterSeparator) && !lineOffers(caps, "AUTH", "PLAIN"):
+			return "AUTH PLAIN"
+		case login == backends.LoginLogin && !lineOffers(caps, "AUTH", "LOGIN"):
+			return "AUTH LOGIN"
+		case login == backends.LoginXClient && !lineOffers(caps, "XCLIENT", "LOGIN"):
+			return "XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"
+		}
+	case probe.POP3:
+		switch {
+		case token && !lineOffers(caps, "SASL", tokenMech):
+			return "SASL " + tokenMech + " in CAPA"
+		case plain && !lineOffers(caps, "SASL", "PLAIN"):
+			return "SASL PLAIN in CAPA"
+		// RFC 2449 §6.2: a server with CAPA lists USER when it takes USER and PASS; one
+		// without CAPA (caps nil) may still take them, and DialPOP3 tries.
+		case userPass && caps != nil && !hasKeyword(caps, "USER"):
+			return "USER in CAPA"
+		}
+	case probe.Sieve:
+		switch {
+		case token && !lineOffers(caps, "SASL", tokenMech):
+			return "SASL " + tokenMech
+		case login == backends.LoginLogin && !lineOffers(caps, "SASL", "LOGIN"):
+			return "SASL LOGIN"
+		case (plain || login == backends.LoginMasterSeparator) && !lineOffers(caps, "SASL", "PLAIN"):
+			return "SASL PLAIN"
+		}
+	}
+	return ""
+}
+
+// hasKeyword reports whether a line of lines starts with the keyword kw (any case).
+func hasKeyword(lines []string, kw string) bool {
+	return slices.ContainsFunc(lines, func(l string) bool {
+		f := strings.Fields(l)
+		return len(f) > 0 && strings.EqualFold(f[0], kw)
+	})
 }
 
 // loginDetail says what a login presents: the user's secret, or a master user's.
@@ -323,11 +359,48 @@ func loginDetail(cfg backends.Config) string {
 	return "with the derived secret"
 }
 
-// backendLogin logs in to b as user, with the user's secret from secrets when b's login
-// needs one.
-func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSource, user string) error {
-	var secret backends.Secret
-	if b.cfg.NeedsUserSecret() {
+// checkUserRoutes follows user's route for each protocol the listeners serve, as a login
+// would, and logs in there. Every member counts as up, so the route shows where the user's
+// logins go; no login is tried on a member that failed its backend check above.
+func checkUserRoutes(ctx context.Context, r *report, cfg *fileConfig, secrets backends.SecretSource, secretsOK bool, up map[string]bool, user string, timeout time.Duration) {
+	router, err := newRouter(cfg, nil, nil)
+	if !r.check("routes", err, "%d pool(s), %d route source(s)", len(cfg.poolConfigs()), len(cfg.Routes.Sources)) {
+		return
+	}
+	defer router.Close()
+	for _, p := range protocols {
+		if !cfg.uses(p.Name) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		rt, err := router.Route(cctx, backends.Query{Protocol: p.Name, User: user, Mechanism: "OAUTHBEARER", Attempt: 1})
+		cancel()
+		if !r.check("route", err, "%s", describeRoute(p.Name, user, rt)) {
+			continue
+		}
+		b := backendCheck{p.Name, rt.Pool.Name, rt.Config}
+		switch {
+		case !up[p.Name+" "+rt.Config.Address]:
+			r.skip("login", "%s backend %s: not tried, it failed its check above", b.protocol, b.cfg.Address)
+			continue
+		case rt.Config.PassesToken():
+			r.skip("login", "%s backend %s: login token logs in with the client's access token; log in through saslgate to test it", b.protocol, b.cfg.Address)
+			continue
+		case !secretsOK && rt.Config.NeedsUserSecret() && rt.Secret == "":
+			continue
+		}
+		cctx, cancel = context.WithTimeout(ctx, timeout)
+		err = backendLogin(cctx, b, secrets, rt)
+		cancel()
+		r.check("login", err, "%s backend %s accepts %s %s", b.protocol, b.cfg.Address, rt.User, loginDetail(b.cfg))
+	}
+}
+
+// backendLogin logs in to b as the route's user, with the route's secret or the user's from
+// secrets when b's login needs one.
+func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSource, rt backends.Route) error {
+	user, secret := rt.User, rt.Secret
+	if b.cfg.NeedsUserSecret() && secret == "" {
 		var err error
 		if secret, err = secrets.Secret(ctx, user); err != nil {
 			return err
@@ -346,6 +419,18 @@ func backendLogin(ctx context.Context, b backendCheck, secrets backends.SecretSo
 			return err
 		}
 		return sess.Close()
+	case probe.POP3:
+		sess, err := backends.DialPOP3(ctx, b.cfg, user, secret, backends.Client{})
+		if err != nil {
+			return err
+		}
+		return sess.Close()
+	case probe.Sieve:
+		sess, err := backends.DialSieve(ctx, b.cfg, user, secret, backends.Client{})
+		if err != nil {
+			return err
+		}
+		return sess.Close()
 	}
 	return errors.New("login check not implemented for " + b.protocol)
 }
@@ -354,8 +439,10 @@ func hasWord(words []string, w string) bool {
 	return slices.ContainsFunc(words, func(x string) bool { return strings.EqualFold(x, w) })
 }
 
-// smtpOffers reports whether an EHLO keyword line (e.g. "AUTH PLAIN LOGIN") offers param.
-func smtpOffers(exts []string, keyword, param string) bool {
+// lineOffers reports whether a keyword line, an EHLO line ("AUTH PLAIN LOGIN"), a POP3 CAPA
+// line ("SASL PLAIN") or a ManageSieve capability as the probe gives it ("SASL PLAIN"), offers
+// param.
+func lineOffers(exts []string, keyword, param string) bool {
 	for _, e := range exts {
 		f := strings.Fields(e)
 		if len(f) > 0 && strings.EqualFold(f[0], keyword) && hasWord(f[1:], param) {

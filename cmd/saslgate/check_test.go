@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"text/template"
 	"time"
@@ -77,7 +79,7 @@ func newMailEnv(t *testing.T) *mailEnv {
 	e := &mailEnv{
 		issuer:   iss,
 		cert:     cert,
-		imapAddr: cfg.Sections["imap"].BackendConfig().Address,
+		imapAddr: imapBackend(cfg).Address,
 		smtpAddr: smtpLn.Addr().String(),
 		Dir:      dir,
 		Issuer:   fmt.Sprintf("{issuer: %q, audience: [saslgate], username_claim: sub}", iss.URL()),
@@ -241,6 +243,9 @@ func (e *mailEnv) okLines(path string) map[string]string {
 		"imap login": "OK   login     imap backend " + e.imapAddr + " accepts alice with the derived secret",
 		"smtp":       "OK   backend   smtp backend " + e.smtpAddr + " (tls none): no TLS; offers login plain",
 		"smtp login": "OK   login     smtp backend " + e.smtpAddr + " accepts alice with the derived secret",
+		"routes":     "OK   routes    2 pool(s), 0 route source(s)",
+		"imap route": "OK   route     imap alice → imap pool backend, member " + e.imapAddr + " (route from default); the user's secret from the secrets section",
+		"smtp route": "OK   route     smtp alice → smtp pool backend, member " + e.smtpAddr + " (route from default); the user's secret from the secrets section",
 	}
 }
 
@@ -257,8 +262,8 @@ func TestCheckAllOK(t *testing.T) {
 
 	code, out, errs := runCmd(t, "", "check", "--config", path, "--user", "alice")
 	want := lines(ok["config"], ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
-		ok["imap"], ok["imap login"], ok["smtp"], ok["smtp login"], http,
-		"all 10 checks passed")
+		ok["imap"], ok["smtp"], ok["routes"], ok["imap route"], ok["imap login"], ok["smtp route"], ok["smtp login"], http,
+		"all 13 checks passed")
 	if code != 0 || out != want || errs != "" {
 		t.Errorf("check --user alice: exit %d, stderr %q\n got:\n%s\nwant:\n%s", code, errs, out, want)
 	}
@@ -372,7 +377,10 @@ func TestCheckFailures(t *testing.T) {
 			want: func(ok map[string]string) []string {
 				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
 					"FAIL backend   imap backend " + deadIMAP + ": probe: dial tcp " + deadIMAP + ": connect: connection refused",
-					ok["smtp"], ok["smtp login"]}
+					ok["smtp"], ok["routes"],
+					"OK   route     imap alice → imap pool backend, member " + deadIMAP + " (route from default); the user's secret from the secrets section",
+					"SKIP login     imap backend " + deadIMAP + ": not tried, it failed its check above",
+					ok["smtp route"], ok["smtp login"]}
 			},
 		},
 		{
@@ -381,8 +389,9 @@ func TestCheckFailures(t *testing.T) {
 			user: "alice",
 			want: func(ok map[string]string) []string {
 				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
-					ok["imap"], `FAIL login     backends: imap backend ` + base.imapAddr + ` rejected login for "alice": NO [AUTHENTICATIONFAILED] Authentication failed`,
-					ok["smtp"], `FAIL login     backends: smtp backend ` + base.smtpAddr + ` rejected login for "alice": backend replied 535 5.7.8 Authentication credentials invalid`}
+					ok["imap"], ok["smtp"], ok["routes"],
+					ok["imap route"], `FAIL login     backends: imap backend ` + base.imapAddr + ` rejected login for "alice": NO [AUTHENTICATIONFAILED] Authentication failed`,
+					ok["smtp route"], `FAIL login     backends: smtp backend ` + base.smtpAddr + ` rejected login for "alice": backend replied 535 5.7.8 Authentication credentials invalid`}
 			},
 		},
 		{
@@ -442,7 +451,7 @@ func TestCheckFailures(t *testing.T) {
 			want: func(ok map[string]string) []string {
 				return []string{ok["tls"], ok["issuer"], ok["keys"],
 					"FAIL secrets   backends: hmac key file: open " + base.Dir + "/no-hmac.key: no such file or directory",
-					ok["imap"], ok["smtp"]}
+					ok["imap"], ok["smtp"], ok["routes"], ok["imap route"], ok["smtp route"]}
 			},
 		},
 		{
@@ -469,8 +478,12 @@ func TestCheckFailures(t *testing.T) {
 			want: func(ok map[string]string) []string {
 				return []string{ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
 					"OK   backend   imap backend " + tokenIMAP + " (tls none): no TLS; offers login token",
+					"FAIL backend   smtp backend " + base.smtpAddr + " does not offer AUTH XOAUTH2, needed for login: token",
+					ok["routes"],
+					"OK   route     imap alice → imap pool backend, member " + tokenIMAP + " (route from default); login token: the client's access token",
 					"SKIP login     imap backend " + tokenIMAP + ": login token logs in with the client's access token; log in through saslgate to test it",
-					"FAIL backend   smtp backend " + base.smtpAddr + " does not offer AUTH XOAUTH2, needed for login: token"}
+					"OK   route     smtp alice → smtp pool backend, member " + base.smtpAddr + " (route from default); login token: the client's access token",
+					"SKIP login     smtp backend " + base.smtpAddr + ": not tried, it failed its check above"}
 			},
 		},
 		{
@@ -552,5 +565,188 @@ func TestCheckFailures(t *testing.T) {
 				t.Errorf("%s: exit %d, stderr %q (want %d, %q)\n got:\n%s\nwant:\n%s", strings.Join(args, " "), code, errs, wantCode, wantErr, out, lines(want...))
 			}
 		})
+	}
+}
+
+// imapBackend is the imap section's one backend.
+func imapBackend(cfg *fileConfig) backends.Config { return sectionBackend(cfg, "imap") }
+
+// sectionBackend is the protocol section's one backend.
+func sectionBackend(cfg *fileConfig, protocol string) backends.Config {
+	_, be := cfg.Sections[protocol].Backends()
+	return be
+}
+
+// The login each backend check requires, by protocol and login mode: what the backend dialers
+// send (backends.DialIMAP, DialPOP3, DialSMTP, DialSieve) must be in the capabilities the probe
+// read, or the check names what is missing.
+func TestMissingForLogin(t *testing.T) {
+	const (
+		pop3Caps  = "SASL PLAIN OAUTHBEARER|USER|RESP-CODES"
+		sieveCaps = "IMPLEMENTATION Dovecot Pigeonhole|SASL PLAIN LOGIN OAUTHBEARER|SIEVE fileinto"
+	)
+	for _, c := range []struct {
+		protocol, login, mech, caps, want string
+	}{
+		{"imap", "plain", "", "IMAP4rev1 AUTH=PLAIN", ""},
+		{"imap", "master", "", "IMAP4rev1 AUTH=LOGIN", "AUTH=PLAIN"},
+		{"imap", "master_separator", "", "IMAP4rev1 LOGINDISABLED", "LOGIN (it advertises LOGINDISABLED)"},
+		{"imap", "token", "XOAUTH2", "IMAP4rev1 AUTH=OAUTHBEARER", "AUTH=XOAUTH2"},
+		{"smtp", "master_separator", "", "AUTH LOGIN", "AUTH PLAIN"},
+		{"smtp", "xclient", "", "XCLIENT ADDR", "XCLIENT LOGIN (is saslgate in smtpd_authorized_xclient_hosts?)"},
+
+		{"pop3", "plain", "", pop3Caps, ""},
+		{"pop3", "master", "", pop3Caps, ""},
+		{"pop3", "login", "", pop3Caps, ""},
+		{"pop3", "master_separator", "", pop3Caps, ""},
+		{"pop3", "token", "OAUTHBEARER", pop3Caps, ""},
+		{"pop3", "plain", "", "SASL OAUTHBEARER|USER", "SASL PLAIN in CAPA"},
+		{"pop3", "master", "", "USER|PLAIN", "SASL PLAIN in CAPA"},
+		{"pop3", "login", "", "SASL PLAIN", "USER in CAPA"},
+		{"pop3", "master_separator", "", "SASL PLAIN|USERS", "USER in CAPA"},
+		{"pop3", "master_separator", "", "USER", ""}, // USER "user*master" and PASS, not SASL
+		{"pop3", "login", "", "-", ""},               // no CAPA at all: USER and PASS may still work
+		{"pop3", "plain", "", "-", "SASL PLAIN in CAPA"},
+		{"pop3", "token", "XOAUTH2", pop3Caps, "SASL XOAUTH2 in CAPA"},
+
+		{"sieve", "plain", "", sieveCaps, ""},
+		{"sieve", "master", "", sieveCaps, ""},
+		{"sieve", "master_separator", "", sieveCaps, ""},
+		{"sieve", "login", "", sieveCaps, ""},
+		{"sieve", "token", "OAUTHBEARER", sieveCaps, ""},
+		{"sieve", "plain", "", "SASL LOGIN", "SASL PLAIN"},
+		{"sieve", "master", "", "SASL", "SASL PLAIN"},
+		{"sieve", "master_separator", "", "SIEVE PLAIN|SASL LOGIN", "SASL PLAIN"},
+		{"sieve", "master_separator", "", "SASL PLAIN", ""}, // PLAIN as user*master, not LOGIN
+		{"sieve", "login", "", "SASL PLAIN", "SASL LOGIN"},
+		{"sieve", "token", "XOAUTH2", sieveCaps, "SASL XOAUTH2"},
+	} {
+		var caps []string // "-": nil, a POP3 server without CAPA
+		if c.caps != "-" {
+			caps = strings.Split(c.caps, "|")
+			if c.protocol == "imap" {
+				caps = strings.Fields(c.caps)
+			}
+		}
+		if got := missingForLogin(c.protocol, c.login, c.mech, caps); got != c.want {
+			t.Errorf("%s login %s (%s) with %q: missing %q, want %q", c.protocol, c.login, c.mech, c.caps, got, c.want)
+		}
+	}
+}
+
+// scriptedBackend serves each connection of a loopback listener with serve, the reader and
+// the connection to write to, and returns its address.
+func scriptedBackend(t *testing.T, serve func(br *bufio.Reader, w net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(bufio.NewReader(c), c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// plainOK reports whether a base64 SASL PLAIN message is alice's with secret.
+func plainOK(b64, secret string) bool {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	return err == nil && string(raw) == "\x00alice\x00"+secret
+}
+
+// With POP3 and ManageSieve listeners, `saslgate check` reads each backend's capabilities
+// with the probe (CAPA; the capability response), and with --user logs in there with AUTH
+// PLAIN or AUTHENTICATE "PLAIN" and alice's derived secret, which the scripted backends check.
+func TestCheckPOP3AndSieve(t *testing.T) {
+	e := newMailEnv(t)
+	key, err := backends.ReadHMACKeyFile(e.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := backends.DeriveSecret(key, "alice").Reveal()
+	var pop3Logins, sieveLogins atomic.Int32
+	pop3Addr := scriptedBackend(t, func(br *bufio.Reader, w net.Conn) {
+		fmt.Fprint(w, "+OK POP3 ready\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+			switch {
+			case cmd == "CAPA":
+				fmt.Fprint(w, "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n")
+			case cmd == "AUTH" && plainOK(strings.TrimPrefix(arg, "PLAIN "), secret):
+				pop3Logins.Add(1)
+				fmt.Fprint(w, "+OK Logged in.\r\n")
+			case cmd == "QUIT":
+				fmt.Fprint(w, "+OK Bye\r\n")
+				return
+			default:
+				fmt.Fprint(w, "-ERR [AUTH] no\r\n")
+			}
+		}
+	})
+	sieveAddr := scriptedBackend(t, func(br *bufio.Reader, w net.Conn) {
+		fmt.Fprint(w, "\"IMPLEMENTATION\" \"scripted\"\r\n\"SASL\" \"PLAIN\"\r\n\"SIEVE\" \"fileinto\"\r\nOK \"ready\"\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSpace(line)
+			switch ir, ok := strings.CutPrefix(line, `AUTHENTICATE "PLAIN" "`); {
+			case ok && plainOK(strings.TrimSuffix(ir, `"`), secret):
+				sieveLogins.Add(1)
+				fmt.Fprint(w, "OK \"Logged in.\"\r\n")
+			case line == "LOGOUT":
+				fmt.Fprint(w, "OK \"Bye.\"\r\n")
+				return
+			default:
+				fmt.Fprint(w, "NO \"no\"\r\n")
+			}
+		}
+	})
+	path := writeConfig(t, fmt.Sprintf(`
+tls: {cert_file: %[1]s/cert.pem, key_file: %[1]s/key.pem}
+listeners:
+  - {name: pop3s, protocol: pop3, address: "127.0.0.1:0", tls: implicit}
+  - {name: sieve, protocol: sieve, address: "127.0.0.1:0", tls: starttls}
+pop3:
+  backend: {address: %[2]q, tls: none}
+sieve:
+  backend: {address: %[3]q, tls: none}
+secrets: {source: hmac, hmac_key_file: %[4]s}
+tokens:
+  issuers:
+    - %[5]s
+`, e.Dir, pop3Addr, sieveAddr, e.KeyFile, e.Issuer))
+	ok := e.okLines(path)
+	code, out, errs := runCmd(t, "", "check", "--config", path, "--user", "alice")
+	want := lines(ok["config"], ok["tls"], ok["issuer"], ok["keys"], ok["secrets"],
+		"OK   backend   pop3 backend "+pop3Addr+" (tls none): no TLS; offers login plain",
+		"OK   backend   sieve backend "+sieveAddr+" (tls none): no TLS; offers login plain",
+		"OK   routes    2 pool(s), 0 route source(s)",
+		"OK   route     pop3 alice → pop3 pool backend, member "+pop3Addr+" (route from default); the user's secret from the secrets section",
+		"OK   login     pop3 backend "+pop3Addr+" accepts alice with the derived secret",
+		"OK   route     sieve alice → sieve pool backend, member "+sieveAddr+" (route from default); the user's secret from the secrets section",
+		"OK   login     sieve backend "+sieveAddr+" accepts alice with the derived secret",
+		"all 12 checks passed")
+	if code != 0 || out != want || errs != "" {
+		t.Errorf("check --user alice: exit %d, stderr %q\n got:\n%s\nwant:\n%s", code, errs, out, want)
+	}
+	if pop3Logins.Load() != 1 || sieveLogins.Load() != 1 {
+		t.Errorf("backend logins: pop3 %d, sieve %d; want one each", pop3Logins.Load(), sieveLogins.Load())
 	}
 }

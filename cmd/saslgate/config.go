@@ -27,6 +27,8 @@ type fileConfig struct {
 	TLS       certs.Config           `yaml:"tls"`
 	Listeners []proxy.ListenerConfig `yaml:"listeners"`
 	Secrets   backends.SecretsConfig `yaml:"secrets"`
+	Pools     []backends.PoolConfig  `yaml:"pools"`
+	Routes    backends.RoutesConfig  `yaml:"routes"`
 	Tokens    introspect.Config      `yaml:"tokens"`
 	HTTP      discovery.Config       `yaml:"http"`
 	Limits    proxy.Limits           `yaml:"limits"`
@@ -162,14 +164,93 @@ func (c *fileConfig) Validate() error {
 		names[l.Name] = true
 	}
 	errs = append(errs, c.validateSections()...)
+	errs = append(errs, c.validatePools()...)
 	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate())
 	return errors.Join(errs...)
 }
 
 // needsSecrets reports whether a backend the listeners use logs in with the user's own
-// secret, so that the secrets section is required.
+// secret, and no route source can supply one, so that the secrets section is required.
 func (c *fileConfig) needsSecrets() bool {
+	for _, s := range c.Routes.Sources {
+		if s.HTTP != nil || s.LDAP != nil && s.LDAP.SecretAttribute != "" {
+			return false
+		}
+	}
 	return slices.ContainsFunc(configuredBackends(c), func(b backendCheck) bool { return b.cfg.NeedsUserSecret() })
+}
+
+// implicitPool is the name of the one-member pool a protocol section's "backend:" stands for.
+const implicitPool = "backend"
+
+// poolConfigs are the pools of the protocols the listeners serve: the pools section's, and
+// the one-member pool (without health checks) of each section that has a backend.
+func (c *fileConfig) poolConfigs() []backends.PoolConfig {
+	var out []backends.PoolConfig
+	for _, pc := range c.Pools {
+		if c.uses(pc.Protocol) {
+			out = append(out, pc)
+		}
+	}
+	for _, p := range protocols {
+		if !c.uses(p.Name) {
+			continue
+		}
+		if pool, be := c.section(p).Backends(); pool == "" {
+			out = append(out, backends.PoolConfig{
+				Name: implicitPool, Protocol: p.Name, Config: be,
+				Members:     []backends.MemberConfig{{Address: be.Address}},
+				HealthCheck: backends.HealthConfig{Disabled: true},
+			})
+		}
+	}
+	return out
+}
+
+// defaultPools maps each served protocol to its default pool's name.
+func (c *fileConfig) defaultPools() map[string]string {
+	m := map[string]string{}
+	for _, p := range protocols {
+		if c.uses(p.Name) {
+			pool, _ := c.section(p).Backends()
+			m[p.Name] = cmpOr(pool, implicitPool)
+		}
+	}
+	return m
+}
+
+// validatePools checks the pools and routes sections and what names a pool.
+func (c *fileConfig) validatePools() []error {
+	errs := []error{c.Routes.Validate()}
+	type key struct{ protocol, name string }
+	seen := map[key]bool{}
+	names := map[string]bool{}
+	for i, pc := range c.Pools {
+		where := fmt.Sprintf("pools[%d]", i)
+		errs = append(errs, pc.Validate(where))
+		if _, ok := lookupProtocol(pc.Protocol); !ok && pc.Protocol != "" {
+			errs = append(errs, fmt.Errorf("%s: protocol %q is not supported (want one of: %s)", where, pc.Protocol, strings.Join(protocolNames(), ", ")))
+		}
+		if seen[key{pc.Protocol, pc.Name}] {
+			errs = append(errs, fmt.Errorf("%s: %s pool %q is defined twice", where, pc.Protocol, pc.Name))
+		}
+		seen[key{pc.Protocol, pc.Name}] = true
+		names[pc.Name] = true
+	}
+	for _, p := range protocols {
+		if !c.uses(p.Name) {
+			continue
+		}
+		if pool, _ := c.section(p).Backends(); pool != "" && !seen[key{p.Name, pool}] {
+			errs = append(errs, fmt.Errorf("%s.pool: %q is not among the %s pools of the pools section", p.Name, pool, p.Name))
+		}
+	}
+	for i, s := range c.Routes.Sources {
+		if s.Hash != nil && s.Hash.Pool != "" && !names[s.Hash.Pool] {
+			errs = append(errs, fmt.Errorf("routes.sources[%d]: hash: pool %q is not in the pools section", i, s.Hash.Pool))
+		}
+	}
+	return errs
 }
 
 // hasSecrets reports whether the file has a secrets section.

@@ -14,7 +14,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Listeners) != 4 || cfg.Sections["imap"].BackendConfig().Address != "127.0.0.1:143" || cfg.Sections["smtp"].BackendConfig().Address != "127.0.0.1:587" || cfg.Tokens.Issuers[0].UsernameClaim != "email" {
+	if len(cfg.Listeners) != 4 || imapBackend(cfg).Address != "127.0.0.1:143" || sectionBackend(cfg, "smtp").Address != "127.0.0.1:587" || cfg.Tokens.Issuers[0].UsernameClaim != "email" {
 		t.Errorf("example decoded to unexpected values: %+v", cfg)
 	}
 }
@@ -38,7 +38,7 @@ func TestConfigErrors(t *testing.T) {
 		{"every problem at once", `
 tls: {cert_file: c.pem}
 listeners:
-  - {name: a, protocol: pop3, address: nowhere, tls: maybe}
+  - {name: a, protocol: nntp, address: nowhere, tls: maybe}
 imap:
   backend: {address: 127.0.0.1:143, tls: none}
 secrets: {source: hmac}
@@ -119,6 +119,64 @@ smtp:
 			}
 			text += "imap:\n  backend: " + tc.imap + "\n" + tc.secrets + "\n"
 			_, err := loadConfig(writeConfig(t, text))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("loadConfig: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("loadConfig: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The cluster example loads, and means what its comments say: two imap pools and one smtp
+// pool, each protocol's default, and the four route sources in order.
+func TestClusterExampleLoads(t *testing.T) {
+	cfg, err := loadConfig("../../examples/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.defaultPools(); got["imap"] != "shard1" || got["smtp"] != "shard1" {
+		t.Errorf("default pools %v", got)
+	}
+	if n := len(cfg.poolConfigs()); n != 3 {
+		t.Errorf("%d pools, want 3", n)
+	}
+	s := cfg.Routes.Sources
+	if len(s) != 4 || s[0].Static == nil || s[1].HTTP == nil || s[2].LDAP == nil || s[3].Hash == nil {
+		t.Errorf("route sources %+v, want static, http, ldap, hash", s)
+	}
+	if cfg.needsSecrets() {
+		t.Error("the cluster logs in as a master user: no secrets section is needed")
+	}
+}
+
+// Pools and routes: every problem named, at once.
+func TestPoolConfigErrors(t *testing.T) {
+	const head = `
+tls: {cert_file: c.pem, key_file: k.pem}
+tokens:
+  issuers:
+    - {issuer: "https://idp.example.com", audience: [saslgate], username_claim: email}
+listeners:
+  - {name: imaps, protocol: imap, address: "127.0.0.1:0", tls: implicit}
+`
+	const pool = "  - {name: shard, protocol: imap, tls: none, login: master, master_user: m, master_secret_file: /m, members: [{address: \"10.0.0.1:143\"}]}\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"ok", "pools:\n" + pool + "imap: {pool: shard}\n", ""},
+		{"unknown default pool", "pools:\n" + pool + "imap: {pool: shrad}\n", `imap.pool: "shrad" is not among the imap pools of the pools section`},
+		{"pool and backend", "pools:\n" + pool + "imap: {pool: shard, backend: {address: \"10.0.0.1:143\", tls: none}}\n", "imap.pool and imap.backend: set one, not both"},
+		{"neither", "imap: {allow_token_as_login_password: false}\n", "imap.pool or imap.backend: one is required"},
+		{"pool twice", "pools:\n" + pool + pool + "imap: {pool: shard}\n", `pools[1]: imap pool "shard" is defined twice`},
+		{"pool of an unknown protocol", "pools:\n" + pool + "  - {name: x, protocol: gopher, tls: none, members: [{address: \"h:70\"}]}\nimap: {pool: shard}\n", `pools[1]: protocol "gopher" is not supported`},
+		{"pool with an address", "pools:\n  - {name: shard, protocol: imap, tls: none, address: \"10.0.0.1:143\", members: [{address: \"10.0.0.1:143\"}]}\nimap: {pool: shard}\n", "pools[0]: address: a pool has members"},
+		{"hash over an unknown pool", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{hash: {pool: nosuch}}]}\n", `hash: pool "nosuch" is not in the pools section`},
+		{"source of two kinds", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{static: {file: /r}, hash: {}}]}\n", "routes.sources[0]: want exactly one of static, hash, http, ldap"},
+		{"http source without url", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{http: {}}]}\n", "routes.sources[0]: http: url: required"},
+		{"member misconfigured", "pools:\n  - {name: shard, protocol: imap, tls: none, members: [{address: \"10.0.0.1\"}]}\nimap: {pool: shard}\n", "pools[0]: members[0]: backends: address:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(writeConfig(t, head+tc.text))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("loadConfig: %v", err)

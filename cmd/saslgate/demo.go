@@ -202,6 +202,7 @@ Hello `+user+`, you logged in with an OAuth 2.0 access token.
 }
 
 var demoText = template.Must(template.New("demo").Parse(`saslgate demo is running (Ctrl-C to stop). Everything is on loopback and demo-only.
+The demo covers IMAP and SMTP submission only; saslgate's POP3 and ManageSieve doors are not in it.
 
   demo issuer      {{.Issuer}}  (password grant: alice/alice, bob/bob)
   IMAPS            {{.IMAPS}}

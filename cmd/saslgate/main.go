@@ -23,7 +23,8 @@ commands:
   token verify --config FILE [TOKEN|-]
                                validate a token as the gateway would; print the user it maps to
   secrets derive|export        print a user's backend secret, or passdb lines for the backend
-  probe URL                    diagnostic IMAP/SMTP client: TLS, capabilities, OAuth login
+  route --config FILE USER     print where USER's logins go: route source, pool, member
+  probe URL                    diagnostic IMAP/POP3/SMTP/ManageSieve client: TLS, capabilities, OAuth login
   login                        get a user an access token (device or browser flow), refreshed later
   demo                         run a self-contained demo (issuer, IMAP backend, gateway) on loopback
   version                      print the version
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "secrets":
 		err = secretsCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "route":
+		err = routeCmd(ctx, args[1:], stdout, stderr)
 	case "probe":
 		err = probeCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "login":

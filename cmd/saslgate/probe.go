@@ -18,10 +18,15 @@ import (
 
 const probeUsage = `usage: saslgate probe [flags] URL
 
-URL is imaps://HOST[:PORT], imap+starttls://, smtps://, smtp+starttls:// (or imap://, smtp://
-without TLS). Connects, shows the TLS session and capabilities and, with a token,
-authenticates with OAUTHBEARER (or --mech XOAUTH2). The transcript is printed with the
-token redacted. Exit 1 if the connection or the authentication fails.
+URL is one of (default port in brackets)
+  IMAP         imaps://HOST[:PORT] [993], imap+starttls:// [143], imap:// (no TLS) [143]
+  POP3         pop3s:// [995], pop3+stls:// [110], pop3:// (no TLS) [110]
+  SMTP         smtps:// [465], smtp+starttls:// [587], smtp:// (no TLS) [25]
+  ManageSieve  sieve:// (STARTTLS) [4190], sieve+implicit://HOST:PORT (implicit TLS),
+               sieve+plaintext:// (no TLS) [4190]
+Connects, shows the TLS session and capabilities and, with a token, authenticates with
+OAUTHBEARER (or --mech XOAUTH2). The transcript is printed with the token redacted.
+Exit 1 if the connection or the authentication fails.
 
 `
 

@@ -5,6 +5,8 @@ import (
 
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
+	"github.com/saslgate/saslgate/proxy/pop3"
+	"github.com/saslgate/saslgate/proxy/sieve"
 	"github.com/saslgate/saslgate/proxy/smtp"
 )
 
@@ -12,7 +14,7 @@ import (
 // serves, in the order they are listed wherever protocols are listed. Listener protocols,
 // the configuration's protocol sections, token scope keys, serving, reloading, readiness
 // and discovery all come from it, so a new front end is its package and one entry here.
-var protocols = []proxy.Protocol{imap.Protocol, smtp.Protocol}
+var protocols = []proxy.Protocol{imap.Protocol, pop3.Protocol, smtp.Protocol, sieve.Protocol}
 
 // protocolNames are the registered protocols' names.
 func protocolNames() []string {

@@ -20,19 +20,19 @@ func TestConfigProtocolNames(t *testing.T) {
 		name, text string
 		want       []string
 	}{
-		{"section of an unregistered protocol", "log: {level: info}\npop3:\n  backend: {address: \"127.0.0.1:110\", tls: none}\n",
-			[]string{"line 2", "field pop3 not found in type main.fileConfig"}},
+		{"section of an unregistered protocol", "log: {level: info}\nnntp:\n  backend: {address: \"127.0.0.1:119\", tls: none}\n",
+			[]string{"line 2", "field nntp not found in type main.fileConfig"}},
 		{"misspelt key in a protocol section", "imap:\n  backend: {address: \"127.0.0.1:143\", tls: none}\n  preauth_timeuot: 1m\n",
 			[]string{"line 3", "preauth_timeuot"}},
 		{"listener of an unregistered protocol", `
 tls: {cert_file: c.pem, key_file: k.pem}
 listeners:
-  - {name: pop3s, protocol: pop3, address: "127.0.0.1:995", tls: implicit}
+  - {name: nntps, protocol: nntp, address: "127.0.0.1:563", tls: implicit}
 secrets: {source: hmac, hmac_key_file: key}
 tokens:
   issuers:
     - {issuer: "https://idp.example.com", audience: [saslgate]}
-`, append([]string{`listeners[0].protocol "pop3" is not supported`}, protocolNames()...)},
+`, append([]string{`listeners[0].protocol "nntp" is not supported`}, protocolNames()...)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +105,11 @@ func TestRegisteredProtocolsAreConsistent(t *testing.T) {
 	}
 	scopes := cfg.Tokens.Issuers[0].RequiredScopes()
 	var ready []string
-	for _, c := range readyChecks(cfg, &live{}) {
+	router, err := newRouter(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range readyChecks(router.Pools(), &live{}) {
 		ready = append(ready, c.Name)
 	}
 	h, err := discovery.New(cfg.HTTP, cfg.Listeners, protocols, cfg.Tokens.Issuers, nil, nil)
@@ -140,13 +144,13 @@ func TestRegisteredProtocolsAreConsistent(t *testing.T) {
 
 	for _, p := range protocols {
 		backend := p.Name + ".backend.test:1"
-		if s := cfg.Sections[p.Name]; s == nil || s.BackendConfig().Address != backend {
+		if s := cfg.Sections[p.Name]; s == nil || sectionBackend(cfg, p.Name).Address != backend {
 			t.Errorf("section %q: %+v, want its backend %s", p.Name, s, backend)
 		}
 		if !slices.Contains(scopes, p.Name+"-scope") {
 			t.Errorf("scopes %q lack %s's", scopes, p.Name)
 		}
-		if want := p.Name + " backend " + backend; !slices.Contains(ready, want) {
+		if want := p.Name + " pool backend member " + backend; !slices.Contains(ready, want) {
 			t.Errorf("readiness checks %q lack %q", ready, want)
 		}
 		if want := p.Name + " mail.example.com:"; (p.Autoconfig != "") != strings.Contains(h.String(), want) {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
@@ -70,6 +71,8 @@ wait:
 // gateway is a running set of listeners.
 type gateway struct {
 	live    *live // token validation and secrets, replaced by reload
+	router  *backends.Router
+	stop    context.CancelFunc // ends the health checks
 	servers []proxy.Server
 	http    *http.Server        // client auto-configuration; nil when not configured
 	admin   *http.Server        // /metrics, /healthz, /readyz; nil when not configured
@@ -85,7 +88,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	for _, b := range configuredBackends(cfg) {
 		if b.cfg.MasterSecretFile != "" {
 			if _, err := b.cfg.MasterSecret(); err != nil {
-				return nil, fmt.Errorf("%s.backend: %w", b.protocol, err)
+				return nil, fmt.Errorf("%s pool %s, member %s: %w", b.protocol, b.pool, b.cfg.Address, err)
 			}
 		}
 	}
@@ -103,7 +106,16 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
 	// One login pipeline for all listeners: a client guessing on 993 is slowed on 465 too,
 	// and a backend's refusal is remembered whichever door the user came through.
-	login := &proxy.Login{Validator: lv, Secrets: lv}
+	var robs backends.RouteObserver
+	if m != nil {
+		robs = m
+	}
+	router, err := newRouter(cfg, logger, robs)
+	if err != nil {
+		return nil, err
+	}
+	g.router = router
+	login := &proxy.Login{Validator: lv, Secrets: lv, Router: router}
 	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {
 		login.Limiter = fl
 	}
@@ -150,7 +162,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if httpSrv != nil {
 		g.http, g.addrs["http"] = httpSrv, httpAddr
 	}
-	adminSrv, adminAddr, err := startAdmin(cfg, m, lv, logger, g.errc)
+	adminSrv, adminAddr, err := startAdmin(cfg, router.Pools(), m, lv, logger, g.errc)
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -163,6 +175,10 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if adminSrv != nil {
 		g.admin, g.addrs["admin"] = adminSrv, adminAddr
 	}
+	// Health checks run until shutdown has drained the sessions.
+	hctx, stop := context.WithCancel(context.Background())
+	g.stop = stop
+	router.Pools().Start(hctx, logger, robs)
 	for i, srv := range g.servers {
 		l := cfg.Listeners[i]
 		logger.Info("listening", "listener", l.Name, "protocol", l.Protocol, "tls", l.TLS, "address", lns[i].Addr().String())
@@ -179,6 +195,8 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 // shutdown stops every listener and waits for sessions until ctx is done.
 func (g *gateway) shutdown(ctx context.Context) error {
 	g.live.draining.Store(true)
+	defer g.router.Close()
+	defer g.stop()
 	errs := make(chan error, len(g.servers))
 	for _, srv := range g.servers {
 		go func() { errs <- srv.Shutdown(ctx) }()

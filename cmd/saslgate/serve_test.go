@@ -200,7 +200,7 @@ func TestStartGatewayMasterLogin(t *testing.T) {
 		t.Fatal("needsSecrets with login master")
 	}
 	if _, err := startGateway(context.Background(), cfg, certs.FromCertificate(cert), slog.New(slog.DiscardHandler)); err == nil ||
-		!strings.Contains(err.Error(), "imap.backend: backends: master_secret_file:") {
+		!strings.Contains(err.Error(), "imap pool backend, member ") {
 		t.Fatalf("startGateway with a missing master secret file: %v", err)
 	}
 	if err := os.WriteFile(b.Backend.MasterSecretFile, []byte("m4ster\n"), 0o600); err != nil {

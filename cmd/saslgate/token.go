@@ -108,12 +108,17 @@ func tokenCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			r.check("secret", err, "backend secret for %s found (source %s)", user, cfg.Secrets.Source)
 		}
 		if *login && err == nil {
-			for _, b := range configuredBackends(cfg) {
-				if !slices.Contains(accepted, b.protocol) {
-					continue
+			router, err := newRouter(cfg, logger, nil)
+			if r.check("routes", err, "%d pool(s), %d route source(s)", len(cfg.poolConfigs()), len(cfg.Routes.Sources)) {
+				defer router.Close()
+				for _, proto := range accepted {
+					rt, err := router.Route(ctx, backends.Query{Protocol: proto, User: user, Mechanism: "OAUTHBEARER", Attempt: 1})
+					if !r.check("route", err, "%s", describeRoute(proto, user, rt)) {
+						continue
+					}
+					err = backendLogin(ctx, backendCheck{proto, rt.Pool.Name, rt.Config}, fixedSecret{user, secret}, rt)
+					r.check("login", err, "%s backend %s accepts %s", proto, rt.Config.Address, rt.User)
 				}
-				err := backendLogin(ctx, b, fixedSecret{user, secret}, user)
-				r.check("login", err, "%s backend %s accepts %s", b.protocol, b.cfg.Address, user)
 			}
 		}
 		fmt.Fprintf(stdout, "user %s\n", user)

@@ -102,7 +102,7 @@ func TestToolCommandErrors(t *testing.T) {
 		{[]string{"check", "--config", bad}, 1, "FAIL config", "1 of 1 checks failed"},
 		{[]string{"token"}, 1, "", "want the subcommand verify"},
 		{[]string{"token", "verify", "--config", bad, "tok"}, 1, "", "bogus"},
-		{[]string{"probe", "pop3://mail.example.com"}, 1, "", "want imaps://"},
+		{[]string{"probe", "pop4://mail.example.com"}, 1, "", "want imaps://"},
 		{[]string{"probe"}, 1, "", "exactly one URL"},
 		{[]string{"login", "--token-file", filepath.Join(t.TempDir(), "none.json")}, 1, "", "--client-id are required"},
 		{[]string{"check", "-h"}, 0, "", "usage: saslgate check"},

@@ -21,6 +21,8 @@ const (
 	NameBackendLogin         = "saslgate_backend_login_duration_seconds"
 	NameBackendLoginFailures = "saslgate_backend_login_failures_total"
 	NameRelayedBytes         = "saslgate_relayed_bytes_total"
+	NameBackendMemberUp      = "saslgate_backend_member_up"
+	NameRouteLookups         = "saslgate_route_lookups_total"
 )
 
 // Label values. Every label has a closed set of values (listener and issuer names come from
@@ -34,6 +36,10 @@ var (
 	ValidationModes = []string{"jwt", "introspection", "userinfo", "none"}
 	// BackendFailures are the reason label values of NameBackendLoginFailures.
 	BackendFailures = []string{"unavailable", "rejected", "unknown_user", "error"}
+	// RouteSources and RouteResults are the label values of NameRouteLookups: the source
+	// that answered ("default": none knew the user, "none": the lookup failed) and how.
+	RouteSources = []string{"static", "hash", "http", "ldap", "default", "none"}
+	RouteResults = []string{"cached", "looked_up", "error"}
 )
 
 // Labels are the label values the emitting packages define: the SASL mechanisms the front
@@ -60,6 +66,8 @@ type Metrics struct {
 	backendLogin  *prometheus.HistogramVec
 	backendFail   *prometheus.CounterVec
 	relayed       *prometheus.CounterVec
+	memberUp      *prometheus.GaugeVec
+	routeLookups  *prometheus.CounterVec
 
 	// validationObs are the latency children, resolved once: [mode][cached].
 	validationObs [][2]prometheus.Observer
@@ -120,12 +128,21 @@ func New(labels Labels) *Metrics {
 			Name: NameRelayedBytes,
 			Help: "Bytes relayed between clients and backends after authentication, by direction: up (client to backend), down (backend to client). IMAP sessions count when they end; SMTP counts message data.",
 		}, []string{"listener", "protocol", "direction"}),
+		memberUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: NameBackendMemberUp,
+			Help: "Whether a backend pool member passes its health checks (1) or not (0), by protocol, pool and member address.",
+		}, []string{"protocol", "pool", "member"}),
+		routeLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameRouteLookups,
+			Help: "Route lookups by the source that answered (static, hash, http, ldap; default: no source knew the user; none: the lookup failed) and result: cached, looked_up (a source was asked), error.",
+		}, []string{"source", "result"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.accepted, m.refused, m.sessions, m.auth, m.delays, m.validationVec,
 		m.idpRequests, m.idpErrors, m.backendLogin, m.backendFail, m.relayed,
+		m.memberUp, m.routeLookups,
 	)
 	m.validationObs = make([][2]prometheus.Observer, len(ValidationModes))
 	for i, mode := range ValidationModes {
@@ -133,6 +150,33 @@ func New(labels Labels) *Metrics {
 		m.validationObs[i][1] = m.validationVec.WithLabelValues(mode, "hit")
 	}
 	return m
+}
+
+// MemberHealth implements backends.PoolObserver.
+func (m *Metrics) MemberHealth(protocol, pool, member string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.memberUp.WithLabelValues(protocol, pool, member).Set(v)
+}
+
+// RouteLookup implements backends.RouteObserver; values outside RouteSources and
+// RouteResults count as the last of each.
+func (m *Metrics) RouteLookup(source, result string) {
+	if m == nil {
+		return
+	}
+	if !slices.Contains(RouteSources, source) {
+		source = RouteSources[len(RouteSources)-1]
+	}
+	if !slices.Contains(RouteResults, result) {
+		result = RouteResults[len(RouteResults)-1]
+	}
+	m.routeLookups.WithLabelValues(source, result).Inc()
 }
 
 // Registry is the registry the metrics are in, for scraping and tests.

@@ -284,3 +284,46 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Member health is a gauge per protocol, pool and member; route lookups count by source and
+// result, anything unknown in the last value of each, so no answer grows the series.
+func TestPoolAndRouteMetrics(t *testing.T) {
+	m := New(testLabels)
+	m.MemberHealth("imap", "shard", "10.0.0.1:143", true)
+	m.MemberHealth("imap", "shard", "10.0.0.2:143", true)
+	m.MemberHealth("imap", "shard", "10.0.0.2:143", false)
+	m.RouteLookup("static", "looked_up")
+	m.RouteLookup("static", "cached")
+	m.RouteLookup("static", "cached")
+	m.RouteLookup("evil\r\nsource", "weird")
+	got := map[string]float64{}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, lp := range mt.GetLabel() {
+				key += " " + lp.GetName() + "=" + lp.GetValue()
+			}
+			if g := mt.GetGauge(); g != nil {
+				got[key] = g.GetValue()
+			}
+			if c := mt.GetCounter(); c != nil {
+				got[key] = c.GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		NameBackendMemberUp + " member=10.0.0.1:143 pool=shard protocol=imap": 1,
+		NameBackendMemberUp + " member=10.0.0.2:143 pool=shard protocol=imap": 0,
+		NameRouteLookups + " result=looked_up source=static":                  1,
+		NameRouteLookups + " result=cached source=static":                     2,
+		NameRouteLookups + " result=error source=none":                        1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+}

@@ -18,10 +18,13 @@ import (
 	"github.com/saslgate/saslgate/tls/binding"
 )
 
-// Protocols and TLS modes of a Target.
+// Protocols and TLS modes of a Target. The protocols are named as saslgate's protocol
+// registry names its front ends.
 const (
-	IMAP = "imap"
-	SMTP = "smtp"
+	IMAP  = "imap"
+	POP3  = "pop3"
+	SMTP  = "smtp"
+	Sieve = "sieve" // ManageSieve (RFC 5804)
 
 	TLSImplicit = "implicit"
 	TLSStartTLS = "starttls"
@@ -37,21 +40,31 @@ const (
 // DefaultTimeout bounds a whole Run when Options.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
-// maxLine bounds one server line; pre-auth IMAP and SMTP lines are short.
-const maxLine = 64 << 10
+// Bounds of what a server may send: one line (pre-auth lines are short), one ManageSieve
+// literal, the lines of a POP3 CAPA or ManageSieve capability response, the literals of one
+// ManageSieve line, and the challenges of one POP3 or ManageSieve authentication.
+const (
+	maxLine          = 64 << 10
+	maxLiteral       = 64 << 10
+	maxCapabilities  = 256
+	maxSieveLiterals = 8
+	maxChallenges    = 4
+)
 
 // ErrAuthFailed is wrapped by the error Run returns when the server refuses the
-// authentication (IMAP NO or BAD, an SMTP 4xx or 5xx reply to AUTH).
+// authentication (IMAP NO or BAD, an SMTP 4xx or 5xx reply to AUTH, a POP3 -ERR, a
+// ManageSieve NO).
 var ErrAuthFailed = errors.New("probe: authentication failed")
 
 // Target is one server to probe.
 type Target struct {
-	Protocol string // IMAP or SMTP
+	Protocol string // IMAP, POP3, SMTP or Sieve
 	TLS      string // TLSImplicit, TLSStartTLS or TLSNone
 	Address  string // host:port
 }
 
-// schemes maps URL schemes to protocol, TLS mode and default port.
+// schemes maps URL schemes to protocol, TLS mode and default port (0: none, the URL must
+// give one).
 var schemes = map[string]struct {
 	protocol, tls string
 	port          int
@@ -59,17 +72,29 @@ var schemes = map[string]struct {
 	"imaps":          {IMAP, TLSImplicit, 993},
 	"imap+starttls":  {IMAP, TLSStartTLS, 143},
 	"imap":           {IMAP, TLSNone, 143},
+	"pop3s":          {POP3, TLSImplicit, 995}, // RFC 8314 §7.4
+	"pop3+stls":      {POP3, TLSStartTLS, 110}, // RFC 2595 §4
+	"pop3+starttls":  {POP3, TLSStartTLS, 110},
+	"pop3":           {POP3, TLSNone, 110},
 	"smtps":          {SMTP, TLSImplicit, 465},
 	"submissions":    {SMTP, TLSImplicit, 465},
 	"smtp+starttls":  {SMTP, TLSStartTLS, 587},
 	"submission":     {SMTP, TLSStartTLS, 587},
 	"smtp":           {SMTP, TLSNone, 25},
 	"smtp+plaintext": {SMTP, TLSNone, 25},
+	// RFC 5804 §3: the sieve URL's server speaks STARTTLS on 4190. Implicit TLS has no
+	// registered port, but saslgate serves it on a listener with tls: implicit.
+	"sieve":           {Sieve, TLSStartTLS, 4190},
+	"sieve+implicit":  {Sieve, TLSImplicit, 0},
+	"sieve+plaintext": {Sieve, TLSNone, 4190},
 }
 
 // ParseURL reads a target such as imaps://mail.example.com:993. The schemes are imaps,
-// imap+starttls and imap (no TLS), smtps (or submissions), smtp+starttls (or submission) and
-// smtp (no TLS); a missing port is the scheme's usual one (993, 143, 465, 587, 25).
+// imap+starttls and imap (no TLS); pop3s, pop3+stls (or pop3+starttls) and pop3 (no TLS);
+// smtps (or submissions), smtp+starttls (or submission) and smtp (no TLS); sieve
+// (ManageSieve with STARTTLS), sieve+implicit and sieve+plaintext (no TLS). A missing port is
+// the scheme's usual one (993, 143, 995, 110, 465, 587, 25, 4190); sieve+implicit has none
+// and needs the port.
 func ParseURL(s string) (Target, error) {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -77,12 +102,15 @@ func ParseURL(s string) (Target, error) {
 	}
 	sc, ok := schemes[strings.ToLower(u.Scheme)]
 	if !ok || u.Host == "" {
-		return Target{}, fmt.Errorf("probe: %q: want imaps://, imap+starttls://, imap://, smtps://, smtp+starttls:// or smtp:// with a host", s)
+		return Target{}, fmt.Errorf("probe: %q: want imaps://, imap+starttls://, imap://, pop3s://, pop3+stls://, pop3://, smtps://, smtp+starttls://, smtp://, sieve://, sieve+implicit:// or sieve+plaintext:// with a host", s)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return Target{}, fmt.Errorf("probe: %q: only scheme, host and port are used", s)
 	}
 	port := u.Port()
+	if port == "" && sc.port == 0 {
+		return Target{}, fmt.Errorf("probe: %q: %s:// has no usual port; give one", s, strings.ToLower(u.Scheme))
+	}
 	if port == "" {
 		port = strconv.Itoa(sc.port)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
@@ -110,7 +138,9 @@ type Options struct {
 	// connection: TLSExporter or TLSServerEndPoint. OAUTHBEARER over TLS only.
 	ChannelBinding string
 	// NoInitialResponse waits for the server's empty challenge instead of sending the
-	// credentials with the command (IMAP SASL-IR, RFC 4959; SMTP, RFC 4954 §4).
+	// credentials with the command (IMAP SASL-IR, RFC 4959; SMTP, RFC 4954 §4; POP3, RFC
+	// 5034 §4, which also forbids it when the AUTH line would exceed 255 octets; ManageSieve,
+	// RFC 5804 §2.1).
 	NoInitialResponse bool
 	// EHLOName is the SMTP EHLO argument (default "localhost").
 	EHLOName string
@@ -122,8 +152,14 @@ type Options struct {
 
 // Result is what a Run found out, as far as it got.
 type Result struct {
-	Greeting     string
-	Capabilities []string // IMAP capabilities or SMTP EHLO keywords, after TLS
+	// Greeting is the server's greeting: for ManageSieve, the OK that ends the capability
+	// response it greets with (RFC 5804 §1.7).
+	Greeting string
+	// Capabilities are what the server offers, after TLS: IMAP capabilities, SMTP EHLO
+	// keywords with their parameters, POP3 CAPA lines (RFC 2449 §5; nil when the server has
+	// no CAPA), or ManageSieve capabilities as name and value ("SASL OAUTHBEARER XOAUTH2",
+	// "STARTTLS").
+	Capabilities []string
 	TLS          *tls.ConnectionState
 	// Challenge is the decoded error challenge the server sent instead of accepting the
 	// token (RFC 7628 §3.2.2 JSON), nil if none.
@@ -136,10 +172,9 @@ type Result struct {
 // Run connects to the target and goes as far as Options asks. The error wraps ErrAuthFailed
 // when the server refused the token; any other error means the dialog broke down.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	switch o.Protocol {
-	case IMAP, SMTP:
-	default:
-		return nil, fmt.Errorf("probe: protocol %q: want %q or %q", o.Protocol, IMAP, SMTP)
+	run := dialogs[o.Protocol]
+	if run == nil {
+		return nil, fmt.Errorf("probe: protocol %q: want %q, %q, %q or %q", o.Protocol, IMAP, POP3, SMTP, Sieve)
 	}
 	switch o.TLS {
 	case TLSImplicit, TLSStartTLS, TLSNone:
@@ -208,15 +243,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	} else {
 		s.br = bufio.NewReaderSize(raw, 4096)
 	}
-	if o.Protocol == IMAP {
-		err = s.imap()
-	} else {
-		err = s.smtp()
-	}
+	err = run(s)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrAuthFailed) {
 		err = fmt.Errorf("%w (timeout %v)", err, o.Timeout)
 	}
 	return s.res, err
+}
+
+// dialogs are the protocols' conversations, by Target.Protocol.
+var dialogs = map[string]func(*session) error{
+	IMAP: (*session).imap, POP3: (*session).pop3, SMTP: (*session).smtp, Sieve: (*session).sieve,
 }
 
 // session is the state of one Run.

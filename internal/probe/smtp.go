@@ -114,7 +114,7 @@ func (s *session) smtp() error {
 
 func (s *session) smtpAuth(exts []string) error {
 	mech := s.opts.Mechanism
-	if !hasAuthMech(exts, mech) {
+	if !offers(exts, "AUTH", mech) {
 		s.note("the server does not advertise AUTH %s; trying anyway", mech)
 	}
 	raw, shown, err := s.message()
@@ -166,12 +166,15 @@ func hasExt(exts []string, name string) bool {
 	return false
 }
 
-func hasAuthMech(exts []string, mech string) bool {
-	for _, e := range exts {
-		f := strings.Fields(e)
-		if len(f) > 0 && strings.EqualFold(f[0], "AUTH") {
-			for _, m := range f[1:] {
-				if strings.EqualFold(m, mech) {
+// offers reports whether a line of lines, keyword and space-separated values (an SMTP EHLO
+// line "AUTH PLAIN LOGIN", a POP3 CAPA line "SASL OAUTHBEARER", a ManageSieve capability
+// "SASL PLAIN"), lists value. Keywords and values are case-insensitive.
+func offers(lines []string, keyword, value string) bool {
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 0 && strings.EqualFold(f[0], keyword) {
+			for _, v := range f[1:] {
+				if strings.EqualFold(v, value) {
 					return true
 				}
 			}

@@ -7,11 +7,16 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/config"
+	"github.com/saslgate/saslgate/proxy"
 )
 
 // Config is the IMAP section of the configuration file.
 type Config struct {
-	// Backend is the IMAP server saslgate logs in to.
+	// Pool names the default pool of IMAP logins: the pool of users no route source knows
+	// (the top-level "pools" and "routes" sections).
+	Pool string `yaml:"pool"`
+	// Backend is the shorthand for a one-member pool without health checks: the one IMAP
+	// server saslgate logs in to. Set Pool or Backend, not both.
 	Backend backends.Config `yaml:"backend"`
 	// AllowTokenAsLoginPassword accepts an access token as the LOGIN
 	// password, for clients that cannot do SASL OAuth. The token then travels
@@ -56,9 +61,7 @@ func orInt(v, def int) int {
 // Validate names every bad field.
 func (c Config) Validate() error {
 	var errs []error
-	if err := c.Backend.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("imap.backend: %w", err))
-	}
+	errs = append(errs, proxy.ValidateBackend("imap", c.Pool, c.Backend))
 	if c.PreauthTimeout < 0 {
 		errs = append(errs, errors.New("imap.preauth_timeout must not be negative"))
 	}

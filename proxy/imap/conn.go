@@ -266,10 +266,9 @@ func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
 	a := &attempt{c: c, Attempt: proxy.Attempt{
 		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
 		Client: c.client, Log: c.log, Observer: c.obs,
-		NoSecret: !c.s.Config.Backend.NeedsUserSecret(), PassToken: c.s.Config.Backend.PassesToken(),
 	}}
-	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
-		a.session, err = c.s.dial(ctx, user, secret, c.client)
+	a.Dial = func(ctx context.Context, r backends.Route, secret backends.Secret) (err error) {
+		a.session, err = c.s.dial(ctx, r, secret, c.client)
 		return err
 	}
 	if err := c.s.Login.Wait(&a.Attempt, deadline, c.s.sessions.Done()); err != nil {

@@ -31,5 +31,5 @@ var (
 	_ proxy.Server  = (*Server)(nil)
 )
 
-// BackendConfig is the IMAP server sessions log in to (proxy.Section).
-func (c Config) BackendConfig() backends.Config { return c.Backend }
+// Backends is the section's default pool, or its one backend (proxy.Section).
+func (c Config) Backends() (pool string, backend backends.Config) { return c.Pool, c.Backend }

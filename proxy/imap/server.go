@@ -30,8 +30,8 @@ type Server struct {
 	// Login runs every authentication: the failure delay, token validation and policy, the
 	// backend secret and login (proxy.Login). Required.
 	Login *proxy.Login
-	// Dial logs in to the backend; nil means backends.DialIMAP with Config.Backend.
-	// (A Dial set here is not told the client's address.)
+	// Dial logs in to the backend; nil means backends.DialIMAP with the route's server.
+	// (A Dial set here is not told the route's server nor the client's address.)
 	Dial   func(ctx context.Context, user string, secret backends.Secret) (*backends.IMAPSession, error)
 	Logger *slog.Logger
 	// Limits are the connection limits of this listener (zero value: the defaults).
@@ -54,11 +54,11 @@ func (s *Server) logger() *slog.Logger {
 	return s.Logger
 }
 
-func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, client backends.Client) (*backends.IMAPSession, error) {
+func (s *Server) dial(ctx context.Context, r backends.Route, secret backends.Secret, client backends.Client) (*backends.IMAPSession, error) {
 	if s.Dial != nil {
-		return s.Dial(ctx, user, secret)
+		return s.Dial(ctx, r.User, secret)
 	}
-	return backends.DialIMAP(ctx, s.Config.Backend, user, secret, client)
+	return backends.DialIMAP(ctx, r.Config, r.User, secret, client)
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns a
@@ -67,8 +67,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	switch {
 	case s.TLSConfig == nil:
 		return errors.New("imap: Server.TLSConfig is required")
-	case s.Login == nil:
-		return errors.New("imap: Server.Login is required")
+	case s.Login == nil || s.Login.Router == nil:
+		return errors.New("imap: Server.Login with a Router is required")
 	}
 	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
 	if s.tlsErr != nil {

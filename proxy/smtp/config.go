@@ -11,6 +11,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/config"
+	"github.com/saslgate/saslgate/proxy"
 )
 
 // Sender policies, the values of Config.SenderPolicy.
@@ -24,7 +25,13 @@ const (
 
 // Config is the SMTP section of the configuration file.
 type Config struct {
-	// Backend is the submission server saslgate logs in to (Postfix, Dovecot submission…).
+	// Pool names the default pool of SMTP logins: the pool of users no route source knows
+	// (the top-level "pools" and "routes" sections). Its members' EHLO decides the extensions
+	// saslgate announces.
+	Pool string `yaml:"pool"`
+	// Backend is the shorthand for a one-member pool without health checks: the one
+	// submission server saslgate logs in to (Postfix, Dovecot submission…). Set Pool or
+	// Backend, not both.
 	Backend backends.Config `yaml:"backend"`
 	// SenderPolicy is SenderAny (default) or SenderToken.
 	SenderPolicy string `yaml:"sender_policy"`
@@ -68,9 +75,7 @@ const (
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("smtp."+format, args...)) }
-	if err := c.Backend.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("smtp.backend: %w", err))
-	}
+	errs = append(errs, proxy.ValidateBackend("smtp", c.Pool, c.Backend))
 	switch c.SenderPolicy {
 	case "", SenderAny, SenderToken:
 	default:

@@ -300,7 +300,7 @@ func (h *sessionHarness) server() *Server {
 			Hostname:          "mx.example",
 		},
 		TLSConfig: h.tlsConfig,
-		Login:     &proxy.Login{Validator: fuzzValidator{}, Secrets: secretMap{"alice": "backend-secret"}},
+		Login:     &proxy.Login{Validator: fuzzValidator{}, Secrets: secretMap{"alice": "backend-secret"}, Router: backends.Single("smtp", backends.Config{Address: "backend.invalid:587", TLS: "none"})},
 		Dial: func(context.Context, string, backends.Secret) (*backends.SMTPSession, error) {
 			b := newMemBackend()
 			h.mu.Lock()

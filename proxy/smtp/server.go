@@ -37,8 +37,8 @@ type Server struct {
 	// Login runs every authentication: the failure delay, token validation and policy, the
 	// backend secret (not with backend login "xclient") and login (proxy.Login). Required.
 	Login *proxy.Login
-	// Dial logs in to the backend; nil means backends.DialSMTP with Config.Backend.
-	// (A Dial set here is not told the client's address.)
+	// Dial logs in to the backend; nil means backends.DialSMTP with the route's server.
+	// (A Dial set here is not told the route's server nor the client's address.)
 	Dial func(ctx context.Context, user string, secret backends.Secret) (*backends.SMTPSession, error)
 	// Limits are the connection limits of this listener (zero value: the defaults).
 	Limits proxy.Limits
@@ -65,11 +65,11 @@ func (s *Server) logger() *slog.Logger {
 	return s.Logger
 }
 
-func (s *Server) dial(ctx context.Context, user string, secret backends.Secret, client backends.Client) (*backends.SMTPSession, error) {
+func (s *Server) dial(ctx context.Context, r backends.Route, secret backends.Secret, client backends.Client) (*backends.SMTPSession, error) {
 	if s.Dial != nil {
-		return s.Dial(ctx, user, secret)
+		return s.Dial(ctx, r.User, secret)
 	}
-	return backends.DialSMTP(ctx, s.Config.Backend, user, secret, client)
+	return backends.DialSMTP(ctx, r.Config, r.User, secret, client)
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it always returns a non-nil error,
@@ -79,10 +79,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	switch {
 	case s.TLSConfig == nil:
 		return errors.New("smtp: Server.TLSConfig is required")
-	case s.Login == nil || s.Login.Validator == nil:
-		return errors.New("smtp: Server.Login with a Validator is required")
-	case s.Login.Secrets == nil && s.Config.Backend.NeedsUserSecret():
-		return errors.New("smtp: Server.Login.Secrets is required when the backend login needs the user's secret")
+	case s.Login == nil || s.Login.Validator == nil || s.Login.Router == nil:
+		return errors.New("smtp: Server.Login with a Validator and a Router is required")
 	}
 	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
 	if s.tlsErr != nil {
@@ -133,7 +131,15 @@ func (s *Server) Close() error { return s.sessions.Close() }
 
 // probe learns the backend's extensions and returns when to probe next.
 func (s *Server) probe() time.Duration {
-	ext, err := backends.ProbeSMTP(context.Background(), s.Config.Backend)
+	cfg, err := s.Login.Router.Any(Protocol.Name)
+	var ext backends.Extensions
+	if err == nil {
+		ext, err = backends.ProbeSMTP(context.Background(), cfg)
+	}
+	if err == nil && cfg.TLS == "none" {
+		// RFC 8689 §4.1: REQUIRETLS only when the next hop is TLS as well.
+		delete(ext, "REQUIRETLS")
+	}
 	if err != nil {
 		s.logger().Warn("backend EHLO probe failed; announcing only what saslgate itself offers",
 			"listener", s.Listener.Name, "reason", err)
@@ -178,8 +184,7 @@ func (s *Server) smtpServer(c *conn) *gosmtp.Server {
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = ext.Has("SMTPUTF8")
 	srv.EnableDSN = ext.Has("DSN")
-	// RFC 8689 §4.1: REQUIRETLS only when the next hop is TLS as well.
-	srv.EnableREQUIRETLS = ext.Has("REQUIRETLS") && s.Config.Backend.TLS != "none"
+	srv.EnableREQUIRETLS = ext.Has("REQUIRETLS") // not when the probed member is plain TCP (probe)
 	srv.WriteTimeout = s.Config.IdleTimeout.Or(DefaultIdleTimeout)
 	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
 	if s.Listener.TLS == proxy.TLSStartTLS {

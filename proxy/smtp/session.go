@@ -74,6 +74,7 @@ type session struct {
 	state  state
 	user   string
 	secret backends.Secret // to log in again when the backend session is lost
+	route  backends.Route  // where, likewise
 	be     *backends.SMTPSession
 }
 
@@ -146,11 +147,10 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 	a := &authExchange{s: s, Attempt: proxy.Attempt{
 		Protocol: Protocol.Name, Mechanism: mech, Listener: srv.Listener, Conn: s.bnd,
 		Client: s.c.client, Log: s.log, Observer: s.c.obs,
-		NoSecret: !srv.Config.Backend.NeedsUserSecret(), PassToken: srv.Config.Backend.PassesToken(),
 	}}
-	a.Dial = func(ctx context.Context, user string, secret backends.Secret) (err error) {
+	a.Dial = func(ctx context.Context, r backends.Route, secret backends.Secret) (err error) {
 		a.secret = secret
-		a.be, err = srv.dial(ctx, user, secret, s.c.client)
+		a.be, err = srv.dial(ctx, r, secret, s.c.client)
 		return err
 	}
 	if err := srv.Login.Wait(&a.Attempt, s.c.preauth, srv.sessions.Done()); err != nil {
@@ -238,7 +238,7 @@ func (a *authExchange) noReply() {
 func (s *session) loggedIn(a *authExchange) {
 	o := a.finish(nil)
 	s.mu.Lock()
-	s.state, s.user, s.secret, s.be = stateReady, o.Identity.User, a.secret, a.be
+	s.state, s.user, s.secret, s.route, s.be = stateReady, o.Identity.User, a.secret, a.Route(), a.be
 	s.log = s.log.With("user", o.Identity.User)
 	s.mu.Unlock()
 	s.c.setBackend(a.be)
@@ -296,7 +296,7 @@ func (s *session) backendMail(from string, opts *gosmtp.MailOptions) error {
 	for retry := s.be != nil; ; retry = false {
 		if s.be == nil {
 			start := time.Now()
-			be, err := s.c.s.dial(context.Background(), s.user, s.secret, s.c.client)
+			be, err := s.c.s.dial(context.Background(), s.route, s.secret, s.c.client)
 			s.c.obs.BackendLogin(time.Since(start), proxy.BackendResult(err))
 			if err != nil {
 				return err

@@ -102,6 +102,9 @@ func newEnv(t *testing.T, k *sink, opts ...envOption) *env {
 		for _, o := range opts {
 			o(srv)
 		}
+		if srv.Login.Router == nil {
+			srv.Login.Router = backends.Single("smtp", srv.Config.Backend)
+		}
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
 		e.servers[mode] = srv
