@@ -157,19 +157,31 @@ func (s *Session) clientRunning() bool {
 	return !s.closed && s.running == 2
 }
 
-// halfDone is called by each half when it is done; the second ends the session.
-func (s *Session) halfDone() {
+// halfEnded counts a half out, and reports whether it was the last. A half calls it before
+// passing its EOF on, so that the other half, woken by that EOF, finds it counted out
+// (clientRunning).
+func (s *Session) halfEnded() (last bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.running--
-	last := s.running == 0
+	return s.running == 0
+}
+
+// halfDone follows halfEnded once the half has passed its EOF on: the first half starts the
+// grace period, the last ends the session.
+func (s *Session) halfDone(last bool) {
+	s.mu.Lock()
 	if !last {
-		s.grace = time.AfterFunc(halfCloseGrace, s.Abort)
-	}
-	s.mu.Unlock()
-	if !last {
+		if s.running > 0 { // else the last half has already ended the session
+			s.grace = time.AfterFunc(halfCloseGrace, s.Abort)
+		}
+		s.mu.Unlock()
 		return
 	}
-	s.grace.Stop()
+	if s.grace != nil {
+		s.grace.Stop()
+	}
+	s.mu.Unlock()
 	s.Abort()
 	s.ended(s.up.n, s.down.n)
 }
@@ -255,8 +267,9 @@ func (h *half) done(srcEnded bool) {
 	if d, ok := h.dst.(*downstream); ok && srcEnded && h.s.clientRunning() {
 		d.lost()
 	}
+	last := h.s.halfEnded()
 	closeWrite(h.dst)
-	h.s.halfDone()
+	h.s.halfDone(last)
 }
 
 // socketOf returns the RawConn of the socket under c (a TLS connection's
