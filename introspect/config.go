@@ -40,6 +40,11 @@ const (
 	clientSecretPost  = "client_secret_post"
 )
 
+// MailScope is the scope draft-ietf-mailmaint-oauth-public (§3.9) defines for access to a
+// user's mail over IMAP, POP3, SMTP submission and JMAP: what a mail client following the
+// draft asks for, so the natural required scope for those protocols (IssuerConfig.Scopes).
+const MailScope = "urn:ietf:params:oauth:scope:mail"
+
 // DefaultAlgorithms are the JWS algorithms accepted when IssuerConfig.Algorithms is empty: every
 // asymmetric algorithm go-oidc supports. HMAC (HS*) and "none" are never accepted.
 var DefaultAlgorithms = []string{
@@ -102,15 +107,36 @@ type IssuerConfig struct {
 	// the token expires or is revoked sooner; and it has scopes only if the provider adds a
 	// "scope" member, so Scopes fail otherwise.
 	UserinfoEndpoint string `yaml:"userinfo_endpoint"`
-	// Audience lists accepted audiences: a token's "aud" must contain one of them.
+	// Audience lists accepted audiences, for every protocol: a token's "aud" must contain one
+	// of them, or one of the protocol's Resources.
 	Audience []string `yaml:"audience"`
+	// Resources maps a protocol, by its name in Config.Protocols, to this gateway's protected
+	// resource identifiers for it: the RFC 8707 resource indicators a client names when it
+	// asks the issuer for a token, such as "https://mail.example.com" (https URLs without query
+	// or fragment, RFC 9728 §1.2; draft-ietf-mailmaint-oauth-public derives them from the mail
+	// server's host name). A token whose "aud" contains one of a protocol's resources is
+	// accepted for that protocol; a token whose "aud" names only resources of other protocols
+	// is refused, as a token for another resource must be (RFC 8707 §2). Values are compared
+	// exactly, as strings. The HTTP listener serves RFC 9728 metadata for each of them.
+	Resources map[string][]string `yaml:"resources"`
 	// InsecureSkipAudienceCheck accepts tokens whatever their "aud". It gives up the guarantee
 	// that a token was minted for saslgate: any token of the issuer for any client or API works.
 	InsecureSkipAudienceCheck bool `yaml:"insecure_skip_audience_check"`
 	// AllowedClientIDs, when set, accepts only tokens issued to one of these clients: their
 	// "client_id" (or, without one, "azp") must be listed. It applies to JWTs and to
-	// introspection and userinfo answers alike; a token naming no client is refused.
+	// introspection and userinfo answers alike; a token naming no client is refused. Without
+	// it, and without AllowAnyClientID, tokens of every client are accepted, as before either
+	// existed; set one of the two to make that choice explicit.
 	AllowedClientIDs []string `yaml:"allowed_client_ids"`
+	// AllowAnyClientID accepts tokens issued to any client, including clients that registered
+	// themselves with the issuer (RFC 7591 dynamic client registration, as
+	// draft-ietf-mailmaint-oauth-public has mail clients do), on the strength of their scopes
+	// alone: it requires Scopes, and on a protocol with no required scopes it refuses every
+	// token of the issuer. It cannot be set together with AllowedClientIDs. It gives up
+	// knowing which applications read mail: any application a user signs in to at the issuer
+	// and grants the scopes can, so the issuer's consent screen and registration policy
+	// become the gate.
+	AllowAnyClientID bool `yaml:"allow_any_client_id"`
 	// Algorithms lists accepted JWS "alg" values (default DefaultAlgorithms). Mode "jwt" only.
 	Algorithms []string `yaml:"algorithms"`
 	// RequireATJWT requires the RFC 9068 header typ "at+jwt" (or "application/at+jwt") and the
@@ -284,6 +310,9 @@ func (c Config) Validate() error {
 			if len(ic.Audience) > 0 {
 				bad(f("audience"), "cannot be checked with mode %q (a userinfo answer names no audience)", modeUserinfo)
 			}
+			if len(ic.Resources) > 0 {
+				bad(f("resources"), "cannot be checked with mode %q (a userinfo answer names no audience)", modeUserinfo)
+			}
 		default:
 			bad(f("mode"), "unknown mode %q (want %q, %q or %q)", ic.Mode, modeJWT, modeIntrospection, modeUserinfo)
 		}
@@ -304,17 +333,38 @@ func (c Config) Validate() error {
 				}
 			}
 		}
-		if len(ic.Audience) == 0 && !ic.InsecureSkipAudienceCheck && ic.Mode != modeUserinfo {
-			bad(f("audience"), "required (or set insecure_skip_audience_check)")
+		if len(ic.Audience) == 0 && len(ic.Resources) == 0 && !ic.InsecureSkipAudienceCheck && ic.Mode != modeUserinfo {
+			bad(f("audience"), "required (or resources, or set insecure_skip_audience_check)")
 		}
 		for j, a := range ic.Audience {
 			if a == "" {
 				bad(fmt.Sprintf("issuers[%d].audience[%d]", i, j), "empty")
 			}
 		}
+		if len(ic.Resources) > 0 && ic.InsecureSkipAudienceCheck && ic.Mode != modeUserinfo {
+			bad(f("resources"), "has no effect with insecure_skip_audience_check (every audience is accepted)")
+		}
+		for _, proto := range slices.Sorted(maps.Keys(ic.Resources)) {
+			if len(c.Protocols) > 0 && !slices.Contains(c.Protocols, proto) {
+				bad(f("resources"), "unknown protocol %q (want %s)", proto, quotedChoice(c.Protocols))
+			}
+			for j, r := range ic.Resources[proto] {
+				if err := checkResource(r); err != nil {
+					bad(fmt.Sprintf("issuers[%d].resources.%s[%d]", i, proto, j), "%v", err)
+				}
+			}
+		}
 		for j, c := range ic.AllowedClientIDs {
 			if c == "" {
 				bad(fmt.Sprintf("issuers[%d].allowed_client_ids[%d]", i, j), "empty")
+			}
+		}
+		if ic.AllowAnyClientID {
+			if len(ic.AllowedClientIDs) > 0 {
+				bad(f("allow_any_client_id"), "conflicts with allowed_client_ids: set one or the other")
+			}
+			if !slices.ContainsFunc(slices.Collect(maps.Values(ic.Scopes)), func(s []string) bool { return len(s) > 0 }) {
+				bad(f("scopes"), "required with allow_any_client_id: a token of any client counts only through its scopes (e.g. %s for every mail protocol)", MailScope)
 			}
 		}
 		if ic.Timeout < 0 {
@@ -405,6 +455,21 @@ func checkURL(s string) error {
 	default:
 		return fmt.Errorf("%q: scheme must be https", s)
 	}
+}
+
+// checkResource accepts a protected resource identifier: an absolute https URL without
+// user information, query or fragment (RFC 9728 §1.2; RFC 8707 §2 "SHOULD NOT include a query").
+func checkResource(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %v", err)
+	case u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("%q: want an https URL like https://mail.example.com", s)
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return fmt.Errorf("%q: must not have user information, a query or a fragment", s)
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {

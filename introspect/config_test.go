@@ -80,11 +80,44 @@ func TestConfigValidate(t *testing.T) {
 		{name: "mode unknown", cfg: func(c *Config) { c.Issuers[0].Mode = "saml" }, want: []string{"tokens.issuers[0].mode: unknown"}},
 		{name: "allowed client ids", cfg: func(c *Config) { c.Issuers[0].AllowedClientIDs = []string{"thunderbird", ""} },
 			want: []string{"tokens.issuers[0].allowed_client_ids[1]: empty"}},
+		{name: "resources", cfg: func(c *Config) {
+			c.Issuers[0].Resources = map[string][]string{"imap": {"https://mail.example.com", "https://imap.example.com:993/imap"}}
+		}},
+		{name: "resources instead of audience", cfg: func(c *Config) {
+			c.Issuers[0].Audience, c.Issuers[0].Resources = nil, map[string][]string{"smtp": {"https://mail.example.com"}}
+		}},
+		{name: "bad resources", cfg: func(c *Config) {
+			c.Issuers[0].Resources = map[string][]string{
+				"imaps": {"https://mail.example.com"},
+				"imap":  {"", "http://mail.example.com", "mail.example.com", "https://mail.example.com/?a=b", "https://mail.example.com/#top", "https://u@mail.example.com", "urn:example:mail"},
+			}
+		}, want: []string{`tokens.issuers[0].resources: unknown protocol "imaps" (want "imap" or "smtp")`,
+			"tokens.issuers[0].resources.imap[0]: \"\": want an https URL", "tokens.issuers[0].resources.imap[1]", "tokens.issuers[0].resources.imap[2]",
+			"tokens.issuers[0].resources.imap[3]: \"https://mail.example.com/?a=b\": must not have", "tokens.issuers[0].resources.imap[4]",
+			"tokens.issuers[0].resources.imap[5]", "tokens.issuers[0].resources.imap[6]"}},
+		{name: "resources with the audience check skipped", cfg: func(c *Config) {
+			c.Issuers[0].InsecureSkipAudienceCheck = true
+			c.Issuers[0].Resources = map[string][]string{"imap": {"https://mail.example.com"}}
+		}, want: []string{"tokens.issuers[0].resources: has no effect with insecure_skip_audience_check"}},
+		{name: "userinfo with resources", cfg: func(c *Config) {
+			c.Issuers[0] = userinfo()
+			c.Issuers[0].Resources = map[string][]string{"imap": {"https://mail.example.com"}}
+		}, want: []string{`tokens.issuers[0].resources: cannot be checked with mode "userinfo"`}},
+		{name: "any client id", cfg: func(c *Config) {
+			c.Issuers[0].AllowAnyClientID, c.Issuers[0].Scopes = true, map[string][]string{"imap": {MailScope}}
+		}},
+		{name: "any client id without scopes", cfg: func(c *Config) {
+			c.Issuers[0].AllowAnyClientID, c.Issuers[0].Scopes = true, map[string][]string{"imap": {}}
+		}, want: []string{"tokens.issuers[0].scopes: required with allow_any_client_id", MailScope}},
+		{name: "any client id and allowed client ids", cfg: func(c *Config) {
+			c.Issuers[0].AllowAnyClientID, c.Issuers[0].Scopes = true, map[string][]string{"imap": {MailScope}}
+			c.Issuers[0].AllowedClientIDs = []string{"thunderbird"}
+		}, want: []string{"tokens.issuers[0].allow_any_client_id: conflicts with allowed_client_ids"}},
 		{name: "limits", cfg: func(c *Config) {
 			c.Issuers[0].Timeout, c.Issuers[0].MaxConcurrentRequests = config.Duration(-time.Second), -1
 		}, want: []string{"tokens.issuers[0].timeout", "tokens.issuers[0].max_concurrent_requests"}},
 		{name: "audience missing", cfg: func(c *Config) { c.Issuers[0].Audience = nil },
-			want: []string{"tokens.issuers[0].audience: required"}},
+			want: []string{"tokens.issuers[0].audience: required (or resources, or set insecure_skip_audience_check)"}},
 		{name: "audience skipped", cfg: func(c *Config) { c.Issuers[0].Audience, c.Issuers[0].InsecureSkipAudienceCheck = nil, true }},
 		{name: "audience empty string", cfg: func(c *Config) { c.Issuers[0].Audience = []string{""} },
 			want: []string{"tokens.issuers[0].audience[0]: empty"}},

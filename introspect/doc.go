@@ -4,7 +4,8 @@
 // (RFC 7517 §5); token introspection (RFC 7662 §2) with client authentication
 // (RFC 6749 §2.3.1); or the OpenID Connect userinfo endpoint (OIDC Core §5.3) for providers
 // that offer nothing else. JWTs are routed to their issuer by "iss", opaque tokens offered to
-// the introspection and userinfo issuers in turn. One policy per issuer (audience, client,
-// scope, expiry, username, RFC 8705 §3 "cnf") applies in every mode, and results are cached by
-// token hash, with concurrent validations of one token coalesced.
+// the introspection and userinfo issuers in turn. One policy per issuer (audience, including
+// the RFC 8707 resource indicators of each protocol, client, scope, expiry, username, RFC 8705
+// §3 "cnf") applies in every mode, and results are cached by token hash, with concurrent
+// validations of one token coalesced.
 package introspect

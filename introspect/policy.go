@@ -123,17 +123,24 @@ func (is *issuer) accept(now time.Time, c *claims, all map[string]json.RawMessag
 	if _, ok := all["iss"]; ok && c.Issuer != is.cfg.Issuer {
 		return Identity{}, invalid("issuer mismatch")
 	}
-	if !is.cfg.InsecureSkipAudienceCheck && !slices.ContainsFunc(c.Audience, func(a string) bool {
-		return slices.Contains(is.cfg.Audience, a)
-	}) {
-		return Identity{}, invalid("audience mismatch")
+	if !is.cfg.InsecureSkipAudienceCheck {
+		if e := is.checkAudience(c.Audience, r.Protocol); e != nil {
+			return Identity{}, e
+		}
 	}
 	clientID := c.ClientID
 	if clientID == "" {
 		clientID = c.AZP
 	}
-	if len(is.cfg.AllowedClientIDs) > 0 && !slices.Contains(is.cfg.AllowedClientIDs, clientID) {
-		return Identity{}, invalid(fmt.Sprintf("client %.64q not allowed", clientID))
+	switch {
+	case len(is.cfg.AllowedClientIDs) > 0:
+		if !slices.Contains(is.cfg.AllowedClientIDs, clientID) {
+			return Identity{}, invalid(fmt.Sprintf("client %.64q not allowed", clientID))
+		}
+	case is.cfg.AllowAnyClientID && len(is.cfg.Scopes[r.Protocol]) == 0:
+		// Fail closed: with every client admitted, the scopes are the only statement that the
+		// user let this client at their mail.
+		return Identity{}, invalid(fmt.Sprintf("allow_any_client_id, but no scope is required for %.16q", r.Protocol))
 	}
 	// RFC 9449 §7.1: a DPoP-bound token is only good with a proof of possession, which SASL
 	// cannot carry.
@@ -175,4 +182,21 @@ func (is *issuer) accept(now time.Time, c *claims, all map[string]json.RawMessag
 		Expiry:         expiry,
 		CertThumbprint: c.Cnf.X5tS256,
 	}, nil
+}
+
+// checkAudience accepts an "aud" that names this gateway for protocol: one of the issuer's
+// Audience values, or one of the protocol's Resources (RFC 8707 §2: a token asked for with a
+// resource indicator is restricted to that resource).
+func (is *issuer) checkAudience(aud []string, protocol string) *Error {
+	if slices.ContainsFunc(aud, func(a string) bool {
+		return slices.Contains(is.cfg.Audience, a) || slices.Contains(is.cfg.Resources[protocol], a)
+	}) {
+		return nil
+	}
+	for _, a := range aud {
+		if protos := is.resourceProtocols[a]; len(protos) > 0 {
+			return invalid(fmt.Sprintf("audience mismatch: token is for resource %.128q of %s, not %.16s", a, strings.Join(protos, ", "), protocol))
+		}
+	}
+	return invalid("audience mismatch")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -81,6 +82,10 @@ type issuer struct {
 	username  usernamePolicy
 	scopeText map[string]string // protocol → required scopes, space-separated
 	http      *idpClient
+
+	// resourceProtocols are the protocols each of cfg.Resources serves, sorted, for the
+	// reason a token for another protocol's resource is refused.
+	resourceProtocols map[string][]string
 
 	// mode jwt
 	algs     []jose.SignatureAlgorithm
@@ -170,6 +175,14 @@ func (v *Validator) newIssuer(ic IssuerConfig) (*issuer, error) {
 	}
 	for proto, s := range ic.Scopes {
 		is.scopeText[proto] = strings.Join(s, " ")
+	}
+	is.resourceProtocols = make(map[string][]string)
+	for _, proto := range slices.Sorted(maps.Keys(ic.Resources)) {
+		for _, r := range ic.Resources[proto] {
+			if !slices.Contains(is.resourceProtocols[r], proto) {
+				is.resourceProtocols[r] = append(is.resourceProtocols[r], proto)
+			}
+		}
 	}
 	switch ic.Mode {
 	case modeJWT:

@@ -104,7 +104,7 @@ func TestToolCommandErrors(t *testing.T) {
 		{[]string{"token", "verify", "--config", bad, "tok"}, 1, "", "bogus"},
 		{[]string{"probe", "pop4://mail.example.com"}, 1, "", "want imaps://"},
 		{[]string{"probe"}, 1, "", "exactly one URL"},
-		{[]string{"login", "--token-file", filepath.Join(t.TempDir(), "none.json")}, 1, "", "--client-id are required"},
+		{[]string{"login", "--token-file", filepath.Join(t.TempDir(), "none.json")}, 1, "", "give your email address"},
 		{[]string{"check", "-h"}, 0, "", "usage: saslgate check"},
 	} {
 		code, out, errs := runCmd(t, "", c.args...)

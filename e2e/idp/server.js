@@ -215,6 +215,37 @@ function bindToCertificate(token, body) {
 }
 // ---- end of the issue #5 block ----
 
+// ---- Open sign-in: dynamic registration and more resources (saslgate issue #18) ----
+// Additive, and only when the test that starts this IdP asks through its environment;
+// without these variables the configuration is the one every other test uses:
+//   IDP_REGISTRATION=open   features.registration: POST /reg registers a client (RFC 7591),
+//                           GET /reg/<client_id> reads it back with its registration access
+//                           token (RFC 7592 §2.1). Native clients may use any port on their
+//                           loopback redirect URIs (RFC 8252 §7.3).
+//   IDP_REGISTRATION=token  the same endpoint, but a registration needs an initial access
+//                           token the tests never have: every registration is refused.
+//   IDP_RESOURCES=R1,R2     more resource indicators (RFC 8707): a token for Ri is an RS256
+//                           JWT like urn:saslgate's, with aud Ri (the gateway's resource URL).
+function withOpenSignIn(config) {
+  const mode = process.env.IDP_REGISTRATION ?? '';
+  if (mode === 'open' || mode === 'token') {
+    config.features.registration = { enabled: true, initialAccessToken: mode === 'token' };
+  } else if (mode !== '') {
+    throw new Error(`IDP_REGISTRATION=${mode}: want open or token`);
+  }
+  const extra = (process.env.IDP_RESOURCES ?? '').split(',').filter(Boolean);
+  if (extra.length > 0) {
+    const indicators = config.features.resourceIndicators;
+    const getInfo = indicators.getResourceServerInfo;
+    indicators.getResourceServerInfo = async (ctx, resourceIndicator, client) => (
+      extra.includes(resourceIndicator)
+        ? resourceServerInfo(resourceIndicator)
+        : getInfo(ctx, resourceIndicator, client));
+  }
+  return config;
+}
+// ---- end of the issue #18 block ----
+
 async function main() {
   const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
   const server = http.createServer();
@@ -224,7 +255,7 @@ async function main() {
   });
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
-  const provider = new Provider(issuer, withOpaqueTokens({
+  const provider = new Provider(issuer, withOpenSignIn(withOpaqueTokens({
     jwks: { keys: [signingKey()] },
     clients: [{
       client_id: CLIENT_ID,
@@ -267,7 +298,7 @@ async function main() {
       const account = accounts[token.accountId];
       return account ? { email: account.email } : undefined;
     },
-  }));
+  })));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   installOpaqueTestRoutes(provider);
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -27,11 +28,27 @@ type Metadata struct {
 	ScopesSupported               []string `json:"scopes_supported"`
 	GrantTypesSupported           []string `json:"grant_types_supported"`
 	CodeChallengeMethodsSupported []string `json:"code_challenge_methods_supported"`
+	RegistrationEndpoint          string   `json:"registration_endpoint"` // RFC 7591 §3, RFC 8414 §2
+	// AuthorizationResponseIssParameterSupported says the issuer puts "iss" in every
+	// authorization response (RFC 9207 §3): a client must then refuse one without it.
+	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
 
 // DiscoveryURL is where OpenID Connect Discovery 1.0 §4.1 puts the metadata of issuer.
 func DiscoveryURL(issuer string) string {
 	return strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
+}
+
+// AuthorizationServerURL is where RFC 8414 §3.1 puts the authorization server metadata of
+// issuer: the well-known path goes between the host and the issuer's path.
+func AuthorizationServerURL(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" {
+		return strings.TrimSuffix(issuer, "/") + "/.well-known/oauth-authorization-server"
+	}
+	u.Path = "/.well-known/oauth-authorization-server" + strings.TrimSuffix(u.Path, "/")
+	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
+	return u.String()
 }
 
 // Fetch reads the metadata document at url and checks that it names issuer.

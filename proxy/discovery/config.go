@@ -3,8 +3,10 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -26,10 +28,21 @@ type Config struct {
 	// Scope is the OAuth scope clients should ask for, announced in the autoconfig document
 	// (default "openid offline_access" plus every scope the issuer requires for any protocol).
 	Scope string `yaml:"scope"`
-	// Resource is this gateway's protected resource identifier, an https URL (RFC 9728
-	// §1.2), e.g. "https://mail.example.com". With it, RFC 9728 protected resource metadata
-	// is served at /.well-known/oauth-protected-resource (with the URL's path appended, §3.1).
+	// Resource is this gateway's protected resource identifier for every protocol, an https
+	// URL (RFC 9728 §1.2), e.g. "https://mail.example.com". With it, RFC 9728 protected
+	// resource metadata is served at /.well-known/oauth-protected-resource (with the URL's
+	// path appended, §3.1), whatever the request's Host. Its authorization servers are the
+	// issuers whose audience or resources list it, or every issuer when none does. The
+	// resources of single protocols are the issuers' (tokens.issuers[].resources), each served
+	// the same way.
 	Resource string `yaml:"resource"`
+	// PublicClientIDs are, by issuer (its tokens.issuers[].issuer), the client ID of a public
+	// client the issuer has registered for any mail client to use, published as the
+	// autoconfig document's clientID (draft-ietf-mailmaint-autoconfig, "OAuth2 requirements":
+	// the issuer must accept that client ID without a secret). Without one, no clientID is
+	// published and mail clients register themselves (RFC 7591) where the issuer lets them.
+	// A client ID is public; never put a secret here.
+	PublicClientIDs map[string]string `yaml:"public_client_ids"`
 }
 
 // Enabled reports whether the HTTP listener is configured.
@@ -38,7 +51,7 @@ func (c Config) Enabled() bool { return c.Address != "" }
 // Validate reports every problem, each naming its field ("http.domains").
 func (c Config) Validate() error {
 	if !c.Enabled() {
-		if len(c.Domains) > 0 || c.TLS || c.DisplayName != "" || c.Scope != "" || c.Resource != "" {
+		if len(c.Domains) > 0 || c.TLS || c.DisplayName != "" || c.Scope != "" || c.Resource != "" || len(c.PublicClientIDs) > 0 {
 			return errors.New("http.address: required when other http settings are given")
 		}
 		return nil
@@ -59,6 +72,13 @@ func (c Config) Validate() error {
 		// RFC 9728 §1.2: an https URL with no fragment (and, preferably, no query).
 		if u, err := url.Parse(c.Resource); err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" || u.RawQuery != "" || u.User != nil {
 			errs = append(errs, fmt.Errorf("http.resource %q: want an https URL without query or fragment, like https://mail.example.com", c.Resource))
+		}
+	}
+	for _, issuer := range slices.Sorted(maps.Keys(c.PublicClientIDs)) {
+		// RFC 6749 Appendix A.1: client-id = *VSCHAR; an empty one is no client ID.
+		id := c.PublicClientIDs[issuer]
+		if id == "" || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+			errs = append(errs, fmt.Errorf("http.public_client_ids[%q]: %q is not a client ID (printable ASCII, RFC 6749 Appendix A.1)", issuer, id))
 		}
 	}
 	for _, s := range strings.Fields(c.Scope) {

@@ -1,22 +1,20 @@
 package discovery
 
 import (
-	"context"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/saslgate/saslgate/internal/idpmeta"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 )
@@ -34,35 +32,15 @@ const (
 	IssuerRel = "http://openid.net/specs/connect/1.0/issuer"
 )
 
-// metadataTTL is how long an issuer's endpoints are reused; failures are retried after a
-// short while.
-const (
-	metadataTTL      = time.Hour
-	metadataRetry    = 30 * time.Second
-	metadataDeadline = 10 * time.Second
-)
-
-// MetadataFunc reads an issuer's metadata (authorization and token endpoints); see
-// idpmeta.Fetch.
-type MetadataFunc func(ctx context.Context, is introspect.IssuerConfig) (*idpmeta.Metadata, error)
-
-// Handler serves autoconfig and WebFinger. Build it with New.
+// Handler serves autoconfig, WebFinger and RFC 9728 metadata. Build it with New.
 type Handler struct {
 	cfg       Config
 	servers   []server
 	issuers   []introspect.IssuerConfig
-	metadata  MetadataFunc
 	log       *slog.Logger
-	now       func() time.Time
 	mux       *http.ServeMux
-	mu        sync.Mutex
-	endpoints map[string]cachedMeta // by issuer
-	resource  []byte                // the RFC 9728 document, nil without http.resource
-}
-
-type cachedMeta struct {
-	m     *idpmeta.Metadata
-	until time.Time
+	meta      map[string]*metaCache    // by issuer; empty without a MetadataFunc
+	resources map[string][]resourceDoc // RFC 9728 documents by request path
 }
 
 // server is one announced listener.
@@ -78,8 +56,14 @@ type server struct {
 // public_port (the bound port when unset); listeners without public_host, or of a protocol
 // autoconfig has no server type for, are not announced, and at least one must be. protocols
 // are the program's front ends, which listeners' protocols name. metadata may be nil: the
-// autoconfig document then names no OAuth endpoints. A nil logger discards.
+// autoconfig document then has no oAuth2 element. Otherwise every issuer's metadata is read
+// in the background, starting now: New does not wait for it, and an issuer that cannot be
+// read is logged and left out of the documents until it can. A nil logger discards.
 func New(cfg Config, listeners []proxy.ListenerConfig, protocols []proxy.Protocol, issuers []introspect.IssuerConfig, metadata MetadataFunc, logger *slog.Logger) (*Handler, error) {
+	return build(cfg, listeners, protocols, issuers, metadata, logger, time.Now)
+}
+
+func build(cfg Config, listeners []proxy.ListenerConfig, protocols []proxy.Protocol, issuers []introspect.IssuerConfig, metadata MetadataFunc, logger *slog.Logger, now func() time.Time) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -89,7 +73,19 @@ func New(cfg Config, listeners []proxy.ListenerConfig, protocols []proxy.Protoco
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, issuers: issuers, metadata: metadata, log: logger, now: time.Now, endpoints: map[string]cachedMeta{}}
+	h := &Handler{cfg: cfg, issuers: issuers, log: logger, meta: map[string]*metaCache{}}
+	for _, issuer := range slices.Sorted(maps.Keys(cfg.PublicClientIDs)) {
+		id := cfg.PublicClientIDs[issuer]
+		i := slices.IndexFunc(issuers, func(is introspect.IssuerConfig) bool { return is.Issuer == issuer })
+		if i < 0 {
+			return nil, fmt.Errorf("discovery: http.public_client_ids[%q]: not an issuer of tokens.issuers", issuer)
+		}
+		// Publishing a client its own tokens are refused for would leave every client that
+		// uses it locked out.
+		if allowed := issuers[i].AllowedClientIDs; len(allowed) > 0 && !slices.Contains(allowed, id) {
+			return nil, fmt.Errorf("discovery: http.public_client_ids[%q]: %q is not in tokens.issuers[%d].allowed_client_ids, so its tokens would be refused", issuer, id, i)
+		}
+	}
 	for _, l := range listeners {
 		i := slices.IndexFunc(protocols, func(p proxy.Protocol) bool { return p.Name == l.Protocol })
 		if i < 0 {
@@ -108,62 +104,30 @@ func New(cfg Config, listeners []proxy.ListenerConfig, protocols []proxy.Protoco
 	if len(h.servers) == 0 {
 		return nil, errors.New("discovery: no listener has a public_host to announce (http needs one)")
 	}
+	resources, err := protectedResources(cfg, listeners, issuers)
+	if err != nil {
+		return nil, err
+	}
+	h.resources = resources
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc(AutoconfigPath, h.autoconfig)
 	h.mux.HandleFunc(WellKnownAutoconfigPath, h.autoconfig)
 	h.mux.HandleFunc(WebFingerPath, h.webfinger)
-	if cfg.Resource != "" {
-		path, doc, err := protectedResource(cfg, listeners, issuers)
-		if err != nil {
-			return nil, err
+	if len(resources) > 0 {
+		// One handler for the whole well-known tree: resource paths are data, not patterns.
+		h.mux.HandleFunc(ProtectedResourcePath, h.protectedResource)
+		h.mux.HandleFunc(ProtectedResourcePath+"/", h.protectedResource)
+	}
+	if metadata != nil {
+		for _, is := range issuers {
+			c := &metaCache{issuer: is, fetch: metadata, clientID: cfg.PublicClientIDs[is.Issuer], log: logger, now: now}
+			h.meta[is.Issuer] = c
+			c.mu.Lock()
+			c.start()
+			c.mu.Unlock()
 		}
-		h.resource = doc
-		h.mux.HandleFunc(path, h.protectedResource)
 	}
 	return h, nil
-}
-
-// protectedResource returns the path and body of the RFC 9728 §2 metadata: fixed at start.
-func protectedResource(cfg Config, listeners []proxy.ListenerConfig, issuers []introspect.IssuerConfig) (string, []byte, error) {
-	u, err := url.Parse(cfg.Resource)
-	if err != nil {
-		return "", nil, fmt.Errorf("discovery: http.resource: %w", err)
-	}
-	var md struct {
-		Resource             string   `json:"resource"`
-		AuthorizationServers []string `json:"authorization_servers"`
-		ScopesSupported      []string `json:"scopes_supported,omitempty"`
-		ResourceName         string   `json:"resource_name,omitempty"`
-		// RFC 8705 §3.4; true only when a listener rejects unbound tokens, so a client
-		// asks for a bound token where a bearer one would fail.
-		CertBound bool `json:"tls_client_certificate_bound_access_tokens"`
-	}
-	md.Resource, md.ResourceName = cfg.Resource, cfg.DisplayName
-	for _, is := range issuers {
-		if !slices.Contains(md.AuthorizationServers, is.Issuer) {
-			md.AuthorizationServers = append(md.AuthorizationServers, is.Issuer)
-		}
-		for _, s := range is.RequiredScopes() {
-			if !slices.Contains(md.ScopesSupported, s) {
-				md.ScopesSupported = append(md.ScopesSupported, s)
-			}
-		}
-	}
-	md.CertBound = slices.ContainsFunc(listeners, func(l proxy.ListenerConfig) bool { return l.RequireBoundTokens })
-	doc, err := json.Marshal(md)
-	if err != nil {
-		return "", nil, fmt.Errorf("discovery: %w", err)
-	}
-	// RFC 9728 §3.1: the well-known string goes between the host and the path; a terminal
-	// slash is removed first.
-	return ProtectedResourcePath + strings.TrimSuffix(u.EscapedPath(), "/"), doc, nil
-}
-
-// protectedResource serves the RFC 9728 §3.2 response.
-func (h *Handler) protectedResource(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(h.resource)
 }
 
 // ServeHTTP implements http.Handler.
@@ -293,11 +257,14 @@ type xmlServer struct {
 	Username       string `xml:"username"`
 }
 
+// oauth2 is draft-ietf-mailmaint-autoconfig's oAuth2 element. It never carries a
+// clientSecret: a client ID published to every mail client is a public client's.
 type oauth2 struct {
 	Issuer   string `xml:"issuer"`
 	Scope    string `xml:"scope"`
 	AuthURL  string `xml:"authURL"`
 	TokenURL string `xml:"tokenURL"`
+	ClientID string `xml:"clientID,omitempty"`
 }
 
 // Thunderbird's placeholders for the address the user typed.
@@ -346,8 +313,11 @@ func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request) {
 			doc.Provider.Incoming = append(doc.Provider.Incoming, x)
 		}
 	}
-	if m := h.issuerMetadata(r.Context(), is); m != nil {
-		doc.OAuth2 = &oauth2{Issuer: issuerHost(is.Issuer), Scope: h.scope(is), AuthURL: m.AuthorizationEndpoint, TokenURL: m.TokenEndpoint}
+	if c := h.meta[is.Issuer]; c != nil {
+		if m := c.get(r.Context()); m != nil {
+			doc.OAuth2 = &oauth2{Issuer: autoconfigIssuer(is.Issuer), Scope: h.scope(is),
+				AuthURL: m.AuthorizationEndpoint, TokenURL: m.TokenEndpoint, ClientID: h.cfg.PublicClientIDs[is.Issuer]}
+		}
 	}
 	body, err := xml.MarshalIndent(doc, "", "  ")
 	if err != nil {
@@ -360,12 +330,17 @@ func (h *Handler) autoconfig(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("\n"))
 }
 
-// issuerHost is the issuer as Thunderbird names OAuth providers: by host name.
-func issuerHost(issuer string) string {
-	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
-		return u.Host
+// autoconfigIssuer is the issuer as the autoconfig document names it. The draft's sample
+// names a bare host, as Thunderbird names OAuth providers; an issuer identifier with a path
+// (https://idp.example.com/realms/mail), or a trailing slash, cannot be told by its host
+// without losing what RFC 8414 discovery and the RFC 9207 "iss" comparison need, so it goes
+// out whole.
+func autoconfigIssuer(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return issuer
 	}
-	return issuer
+	return u.Host
 }
 
 // scope is the configured scope, or what the issuer requires for any protocol plus openid
@@ -381,35 +356,6 @@ func (h *Handler) scope(is introspect.IssuerConfig) string {
 		}
 	}
 	return strings.Join(scopes, " ")
-}
-
-// issuerMetadata returns the issuer's cached metadata, fetching it when missing or old; nil
-// when it cannot be had now.
-func (h *Handler) issuerMetadata(ctx context.Context, is introspect.IssuerConfig) *idpmeta.Metadata {
-	if h.metadata == nil {
-		return nil
-	}
-	now := h.now()
-	h.mu.Lock()
-	c, ok := h.endpoints[is.Issuer]
-	h.mu.Unlock()
-	if ok && now.Before(c.until) {
-		return c.m
-	}
-	ctx, cancel := context.WithTimeout(ctx, metadataDeadline)
-	defer cancel()
-	m, err := h.metadata(ctx, is)
-	until := now.Add(metadataTTL)
-	if err != nil {
-		h.log.Warn("discovery: reading issuer metadata failed; autoconfig names no OAuth endpoints", "issuer", is.Issuer, "reason", err)
-		m, until = c.m, now.Add(metadataRetry) // keep what was known
-	} else if m.AuthorizationEndpoint == "" || m.TokenEndpoint == "" {
-		h.log.Warn("discovery: issuer metadata lacks authorization_endpoint or token_endpoint", "issuer", is.Issuer)
-	}
-	h.mu.Lock()
-	h.endpoints[is.Issuer] = cachedMeta{m: m, until: until}
-	h.mu.Unlock()
-	return m
 }
 
 // String describes the announced servers, for the startup log.

@@ -154,7 +154,7 @@ func TestAutoconfigStructure(t *testing.T) {
 			srv("outgoingServer", "smtp", "587", "STARTTLS"),
 		),
 		el("oAuth2",
-			el("issuer", "idp.example.com"),
+			el("issuer", issuer), // a path: not a bare host
 			el("scope", "openid offline_access email mail send"),
 			el("authURL", issuer+"/auth"),
 			el("tokenURL", issuer+"/token"),
