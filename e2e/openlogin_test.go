@@ -30,6 +30,9 @@ import (
 // for: saslgate's http.resource form, https and the host name.
 const openResource = "https://127.0.0.1"
 
+// otherResource is another resource the IdP issues tokens for: not the gateway's.
+const otherResource = "https://other.example"
+
 // startOpenIdP starts idp/server.js with its issue #18 block on: registration as given
 // ("open", "token") and openResource as an extra resource.
 func (e *env) startOpenIdP(t *testing.T, name, registration string) *openIdP {
@@ -56,7 +59,7 @@ type openIdP struct {
 
 func (i *openIdP) start() {
 	i.t.Helper()
-	env := []string{"IDP_REGISTRATION=" + i.registration, "IDP_RESOURCES=" + openResource, "IDP_KEYS_FILE=" + i.keys}
+	env := []string{"IDP_REGISTRATION=" + i.registration, "IDP_RESOURCES=" + openResource + "," + otherResource, "IDP_KEYS_FILE=" + i.keys}
 	p, err := startProc(i.name, i.log, env, func(line string) bool {
 		s, ok := strings.CutPrefix(line, "READY ")
 		if ok {
@@ -82,11 +85,13 @@ func (i *openIdP) restart() {
 	}
 }
 
-// openIssuer trusts iss for tokens whose audience is openResource.
+// openIssuer trusts iss under the policy README documents for self-registered clients: a
+// token for the gateway's resource (RFC 8707) from any client, counted by its scopes.
 func openIssuer(iss string) string {
 	return fmt.Sprintf(`    - issuer: %q
       mode: jwt
-      audience: [%q]
+      resources: {imap: [%q]}
+      allow_any_client_id: true
       username_claim: email
       scopes: {imap: [email]}
 `, iss, openResource)
@@ -275,6 +280,14 @@ func TestOpenLoginFromAddress(t *testing.T) {
 		t.Errorf("token claims %v, %v; want aud %s (RFC 8707) and alice's email", claims, err, openResource)
 	}
 	e.opensIMAP(t, g, tok)
+
+	// The same client's token for another resource is refused by the gateway.
+	other, _ := e.signIn(t, append(append([]string(nil), args...), "--resource", otherResource, "--token-file", filepath.Join(e.dir, "open-login", "other.json"))...)
+	if _, claims, err := jwtParts(other); err != nil || claims["aud"] != otherResource {
+		t.Fatalf("token for %s: claims %v, %v", otherResource, claims, err)
+	}
+	e.loginRefused(t, g, other)
+
 	for _, f := range []string{file, strings.TrimSuffix(file, ".json") + ".client.json"} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, %v; want mode 0600", f, fi, err)
