@@ -61,7 +61,8 @@ func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
 // newRoutedGateway is newGateway with the logins routed by router (nil: the one scripted
 // backend); every route's member is dialled as the scripted backend, so the figures differ by
 // the routing alone.
-func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends.Router) *gateway {
+// opts adjust the Login before it serves (BenchmarkGatewayLoginShared's store).
+func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends.Router, opts ...func(*proxy.Login)) *gateway {
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -83,10 +84,14 @@ func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends
 	if router == nil {
 		router = backends.Single("imap", backends.Config{Address: bln.Addr().String(), TLS: "none"})
 	}
+	login := &proxy.Login{Validator: validator, Secrets: fixedSecret{}, Router: router}
+	for _, o := range opts {
+		o(login)
+	}
 	srv := &imap.Server{
 		Listener:  proxy.ListenerConfig{Name: "bench", Protocol: "imap", Address: ln.Addr().String(), TLS: proxy.TLSImplicit},
 		TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-		Login:     &proxy.Login{Validator: validator, Secrets: fixedSecret{}, Router: router},
+		Login:     login,
 		Dial: func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", bln.Addr().String())

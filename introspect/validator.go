@@ -58,6 +58,7 @@ type Validator struct {
 	ttl    time.Duration
 	negTTL time.Duration
 	flight singleflight.Group
+	shared SharedCache // nil: this process's cache only (cache.go)
 
 	testHookValidate func() // called on every uncached validation; tests only
 }
@@ -258,9 +259,19 @@ func (v *Validator) Validate(ctx context.Context, r Request) (Identity, error) {
 			return res, nil
 		}
 		// Detached from this caller: the others coalesced here still want the answer. Each
-		// request to an IdP is bounded by that issuer's timeout.
-		id, err := v.validate(context.WithoutCancel(ctx), r)
-		v.store(key, id, err)
+		// request to an IdP is bounded by that issuer's timeout, each store call by its own.
+		ctx := context.WithoutCancel(ctx)
+		share := v.shared != nil && v.cache != nil && v.sharesResult(r.Token)
+		if share {
+			if e, ok := v.sharedGet(ctx, r.Token, key); ok {
+				v.cache.Add(key, e)
+				return e.result, nil
+			}
+		}
+		id, err := v.validate(ctx, r)
+		if until, ok := v.store(key, id, err); ok && share {
+			v.sharedPut(ctx, r.Token, key, id, err, until)
+		}
 		return result{id, err}, nil
 	})
 	select {
@@ -286,12 +297,13 @@ func (v *Validator) cached(key cacheKey) (result, bool) {
 	return e.result, true
 }
 
-func (v *Validator) store(key cacheKey, id Identity, err error) {
+// store caches a result until the time it returns; ok is false when it was not cached.
+func (v *Validator) store(key cacheKey, id Identity, err error) (until time.Time, ok bool) {
 	if v.cache == nil || errors.Is(err, ErrTemporary) {
-		return
+		return time.Time{}, false
 	}
 	now := v.now()
-	until := now.Add(v.negTTL)
+	until = now.Add(v.negTTL)
 	if err == nil {
 		// RFC 7662 §4 and DESIGN.md: a cached result never outlives the token.
 		until = now.Add(v.ttl)
@@ -301,7 +313,9 @@ func (v *Validator) store(key cacheKey, id Identity, err error) {
 	}
 	if until.After(now) {
 		v.cache.Add(key, cacheEntry{result{id, err}, until})
+		return until, true
 	}
+	return time.Time{}, false
 }
 
 // fail fills in the discovery URL of the issuer (if known) and returns e.

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -186,14 +188,78 @@ func (f *FailureLimiter) Delay(ip netip.Addr) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e := f.entries[AddrGroup(ip)]
-	if e == nil || now.Sub(e.last) > f.window || e.count < f.threshold {
+	if e == nil || now.Sub(e.last) > f.window {
+		return 0
+	}
+	return f.delayFor(int64(e.count))
+}
+
+// delayFor is the delay after count failures, each within the window of the previous.
+func (f *FailureLimiter) delayFor(count int64) time.Duration {
+	if count < int64(f.threshold) {
 		return 0
 	}
 	d := f.base
-	for i := f.threshold; i < e.count && d < f.ceiling; i++ {
+	for i := int64(f.threshold); i < count && d < f.ceiling; i++ {
 		d *= 2
 	}
 	return min(d, f.ceiling)
+}
+
+// Counters is what the shared limiter and the shared refusal memory need of a fleet-wide
+// store: counters that expire ttl after their last increment. internal/shared's Store is one;
+// every error means "use the local state".
+type Counters interface {
+	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
+	Count(ctx context.Context, key string) (int64, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// Refuse is the Delay of a SharedLimiter that fails closed while its store is unreachable:
+// longer than any pre-authentication time, so Login.Wait answers ErrDelayed at once and the
+// front end sends its temporary-failure reply (the Delayed outcome), without waiting.
+const Refuse = time.Duration(math.MaxInt64)
+
+// SharedLimiter is a FailureLimiter whose counts are shared by every replica through Store,
+// so a delay earned on one replica applies on all. It counts per client address group
+// (AddrGroup) only, like the FailureLimiter it extends. Every failure is also counted
+// locally; Delay is the larger of the shared and the local delay, and the local one alone
+// when the store does not answer — or Refuse when FailClosed.
+type SharedLimiter struct {
+	Local      *FailureLimiter
+	Store      Counters
+	FailClosed bool
+}
+
+var _ AuthLimiter = (*SharedLimiter)(nil)
+
+// limiterKey is the store key of an address group's failure count.
+func limiterKey(ip netip.Addr) string { return "fail:" + AddrGroup(ip).String() }
+
+// Failed records a failed authentication from ip, locally and in the store.
+func (s *SharedLimiter) Failed(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	s.Local.Failed(ip)
+	// An error is the store's to count and log; the local count stands in.
+	s.Store.Incr(context.Background(), limiterKey(ip), s.Local.window)
+}
+
+// Delay is how long the next authentication answer to ip waits.
+func (s *SharedLimiter) Delay(ip netip.Addr) time.Duration {
+	if !ip.IsValid() {
+		return 0
+	}
+	local := s.Local.Delay(ip)
+	n, err := s.Store.Count(context.Background(), limiterKey(ip))
+	if err != nil {
+		if s.FailClosed {
+			return Refuse
+		}
+		return local
+	}
+	return max(local, s.Local.delayFor(n))
 }
 
 // connLimiter counts one listener's open connections, in all and per AddrGroup.

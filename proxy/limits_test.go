@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/config"
 )
 
@@ -195,5 +199,126 @@ func TestFailureLimiterSweepFull(t *testing.T) {
 	}
 	if d := f.Delay(newcomer); d != DefaultAuthDelay {
 		t.Errorf("Delay(newcomer) = %v, want %v", d, DefaultAuthDelay)
+	}
+}
+
+// fakeCounters is an in-memory Counters, shared by the Logins and limiters of one test as a
+// store is by replicas; down makes every call fail.
+type fakeCounters struct {
+	mu   sync.Mutex
+	m    map[string]int64
+	down bool
+	now  *time.Time
+	exp  map[string]time.Time
+}
+
+func newFakeCounters(now *time.Time) *fakeCounters {
+	return &fakeCounters{m: map[string]int64{}, exp: map[string]time.Time{}, now: now}
+}
+
+var errFakeDown = errors.New("fake store down")
+
+func (f *fakeCounters) Incr(_ context.Context, key string, ttl time.Duration) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return 0, errFakeDown
+	}
+	if !f.now.Before(f.exp[key]) {
+		f.m[key] = 0
+	}
+	f.m[key]++
+	f.exp[key] = f.now.Add(ttl)
+	return f.m[key], nil
+}
+
+func (f *fakeCounters) Count(_ context.Context, key string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return 0, errFakeDown
+	}
+	if !f.now.Before(f.exp[key]) {
+		return 0, nil
+	}
+	return f.m[key], nil
+}
+
+func (f *fakeCounters) Delete(_ context.Context, key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errFakeDown
+	}
+	delete(f.m, key)
+	delete(f.exp, key)
+	return nil
+}
+
+// Two replicas' SharedLimiters on one store: failures on A delay B; with the store down each
+// counts alone (fail open), or refuses at once (fail closed).
+func TestSharedLimiter(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	limits := Limits{
+		AuthFailures: 3, AuthFailureWindow: config.Duration(time.Minute),
+		AuthDelay: config.Duration(time.Second), MaxAuthDelay: config.Duration(5 * time.Second),
+	}
+	store := newFakeCounters(&now)
+	a := &SharedLimiter{Local: NewFailureLimiter(limits, clock), Store: store}
+	b := &SharedLimiter{Local: NewFailureLimiter(limits, clock), Store: store}
+	ip := netip.MustParseAddr("2001:db8::1")
+	for range 4 {
+		a.Failed(ip)
+	}
+	if d := b.Delay(netip.MustParseAddr("2001:db8::2")); d != 2*time.Second {
+		t.Errorf("B's delay after 4 failures on A (same /64) = %v, want 2s", d)
+	}
+	if d := b.Delay(netip.MustParseAddr("192.0.2.1")); d != 0 {
+		t.Errorf("another address is delayed %v", d)
+	}
+	// The shared count decays like the local one.
+	now = now.Add(61 * time.Second)
+	if d := b.Delay(ip); d != 0 {
+		t.Errorf("after a quiet window B's delay = %v, want 0", d)
+	}
+
+	store.down = true
+	for range 3 {
+		a.Failed(ip)
+	}
+	if d := a.Delay(ip); d != time.Second {
+		t.Errorf("store down: A's own delay = %v, want 1s (local count)", d)
+	}
+	if d := b.Delay(ip); d != 0 {
+		t.Errorf("store down: B's delay = %v, want 0 (fail open: local only)", d)
+	}
+	closed := &SharedLimiter{Local: NewFailureLimiter(limits, clock), Store: store, FailClosed: true}
+	if d := closed.Delay(ip); d != Refuse {
+		t.Errorf("store down, fail closed: delay = %v, want Refuse", d)
+	}
+	// Refuse makes Login.Wait answer ErrDelayed at once, not wait.
+	l := &Login{Limiter: closed}
+	start := time.Now()
+	err := l.Wait(&Attempt{Client: backends.Client{Addr: netip.AddrPortFrom(ip, 1)}}, time.Now().Add(time.Hour), nil)
+	if !errors.Is(err, ErrDelayed) || time.Since(start) > time.Second {
+		t.Errorf("Wait with the store down and fail closed = %v after %v, want ErrDelayed at once", err, time.Since(start))
+	}
+	store.down = false
+	if d := closed.Delay(ip); d != 0 {
+		t.Errorf("store back, fail closed: delay = %v, want 0", d)
+	}
+}
+
+// A store value that is not a counter is not trusted: the local count stands.
+func TestSharedLimiterStoreError(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	store := newFakeCounters(&now)
+	store.down = true
+	l := &SharedLimiter{Local: NewFailureLimiter(Limits{AuthFailures: 1}, func() time.Time { return now }), Store: store}
+	ip := netip.MustParseAddr("192.0.2.9")
+	l.Failed(ip)
+	if d := l.Delay(ip); d != DefaultAuthDelay {
+		t.Errorf("delay = %v, want the local %v", d, DefaultAuthDelay)
 	}
 }

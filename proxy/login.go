@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,11 @@ type Login struct {
 	Limiter AuthLimiter
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Refusals, when set, shares the memory of refused backend logins between replicas: a
+	// login refused twice through any of them is answered from memory by all. Its keys hold
+	// a SHA-256 of the protocol, user and refused secret, never the secret. Each use falls
+	// back to this Login's own memory when the store does not answer.
+	Refusals Counters
 
 	refusals refusalMemory
 	logs     userLogLimiter
@@ -141,10 +147,11 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	// does not share. The failure delay bounds such retries.
 	remember := cfg.NeedsUserSecret()
 	var key [32]byte
+	var inStore bool // the shared memory may hold key: forget it there on success
 	if remember {
 		key = refusalKey(a.Protocol, route.User, secret)
 	}
-	if remember && l.refusals.has(key, l.now()) {
+	if remember && l.refused(key, &inStore) {
 		if l.Limiter != nil {
 			l.Limiter.Failed(ip)
 		}
@@ -157,12 +164,12 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	}
 	switch {
 	case err == nil && remember:
-		l.refusals.forget(key)
+		l.forgetRefusal(key, inStore)
 	case errors.Is(err, backends.ErrRejected):
 		// A good token whose backend login is refused counts as a failure too; otherwise one
 		// client has the backend check a wrong secret as fast as it can ask (833/s before).
 		if remember {
-			l.refusals.add(key, l.now())
+			l.addRefusal(key)
 		}
 		if l.Limiter != nil {
 			l.Limiter.Failed(ip)
@@ -240,6 +247,36 @@ func (l *Login) now() time.Time {
 	}
 	return time.Now()
 }
+
+// refused reports whether the login key was refused twice moments ago, by the shared memory
+// or, when it does not answer, by this Login's. inStore is set unless the store said it has
+// no such key, so that a success costs no store call in the common case.
+func (l *Login) refused(key [32]byte, inStore *bool) bool {
+	if l.Refusals != nil {
+		n, err := l.Refusals.Count(context.Background(), refusalStoreKey(key))
+		*inStore = err != nil || n > 0
+		if err == nil && n >= 2 {
+			return true
+		}
+	}
+	return l.refusals.has(key, l.now())
+}
+
+func (l *Login) addRefusal(key [32]byte) {
+	l.refusals.add(key, l.now())
+	if l.Refusals != nil {
+		l.Refusals.Incr(context.Background(), refusalStoreKey(key), refusedFor)
+	}
+}
+
+func (l *Login) forgetRefusal(key [32]byte, inStore bool) {
+	l.refusals.forget(key)
+	if l.Refusals != nil && inStore {
+		l.Refusals.Delete(context.Background(), refusalStoreKey(key))
+	}
+}
+
+func refusalStoreKey(key [32]byte) string { return "refused:" + hex.EncodeToString(key[:]) }
 
 // refusalKey identifies a (protocol, user, secret) login; the secret is hashed, never kept.
 func refusalKey(protocol, user string, secret backends.Secret) [32]byte {

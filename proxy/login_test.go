@@ -370,3 +370,38 @@ func TestLoginFollowsRoute(t *testing.T) {
 		t.Errorf("bob, routed to a pool that does not exist: %v after %d dials, want BackendUnavailable and none", o.Kind, p.dials["bob"])
 	}
 }
+
+// Two replicas' Logins sharing Refusals: a login refused twice through A is answered from
+// memory by B without a dial; a success on B forgets it for both; with the store down each
+// remembers alone.
+func TestLoginSharedRefusals(t *testing.T) {
+	refused := fmt.Errorf("backend said NO: %w", backends.ErrRejected)
+	a, b := newPipeline(Limits{SkipAuthDelay: true}), newPipeline(Limits{SkipAuthDelay: true})
+	b.now = a.now
+	store := newFakeCounters(&a.now)
+	a.Refusals, b.Refusals = store, store
+	a.Limiter, b.Limiter = nil, nil
+	a.try("alice", refused)
+	a.try("alice", refused)
+	if o := b.try("alice", nil); o.Kind != BackendRefused || b.dials["alice"] != 0 {
+		t.Fatalf("B after two refusals on A: %v with %d dials, want BackendRefused from memory", o.Kind, b.dials["alice"])
+	}
+	a.now = a.now.Add(refusedFor)
+	b.now = a.now
+	if o := b.try("alice", nil); o.Kind != Success {
+		t.Fatalf("B after %v: %v, want success", refusedFor, o.Kind)
+	}
+	a.try("alice", refused)
+	if o := b.try("alice", nil); o.Kind != Success {
+		t.Fatalf("one refusal on A after B's success: B %v, want success (the success forgot the count)", o.Kind)
+	}
+	store.down = true
+	a.try("bob", refused)
+	a.try("bob", refused)
+	if o := a.try("bob", nil); o.Kind != BackendRefused {
+		t.Errorf("store down: A's own memory gave %v, want BackendRefused", o.Kind)
+	}
+	if o := b.try("bob", nil); o.Kind != Success {
+		t.Errorf("store down: B gave %v, want success (nothing shared)", o.Kind)
+	}
+}

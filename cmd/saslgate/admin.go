@@ -42,9 +42,10 @@ func readyChecks(pools *backends.Pools, v *live) []metrics.Check {
 }
 
 // startAdmin binds the admin listener (the "admin" section: /metrics, /healthz, /readyz) and
-// serves it in the background; the caller shuts the server down. It returns nil, nil when the
-// section is not configured.
-func startAdmin(cfg *fileConfig, pools *backends.Pools, m *metrics.Metrics, v *live, logger *slog.Logger, errc chan<- error) (*http.Server, net.Addr, error) {
+// serves it in the background; the caller shuts the server down. extra are readiness checks
+// beyond readyChecks' (the shared store's). It returns nil, nil when the section is not
+// configured.
+func startAdmin(cfg *fileConfig, pools *backends.Pools, m *metrics.Metrics, v *live, extra []metrics.Check, logger *slog.Logger, errc chan<- error) (*http.Server, net.Addr, error) {
 	if !cfg.Admin.Enabled() {
 		return nil, nil, nil
 	}
@@ -53,7 +54,7 @@ func startAdmin(cfg *fileConfig, pools *backends.Pools, m *metrics.Metrics, v *l
 		return nil, nil, fmt.Errorf("admin: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           m.Handler(readyChecks(pools, v), logger),
+		Handler:           m.Handler(append(readyChecks(pools, v), extra...), logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

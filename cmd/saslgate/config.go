@@ -15,6 +15,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/internal/shared"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/discovery"
@@ -33,6 +34,8 @@ type fileConfig struct {
 	HTTP      discovery.Config       `yaml:"http"`
 	Limits    proxy.Limits           `yaml:"limits"`
 	Admin     metrics.AdminConfig    `yaml:"admin"`
+	// Shared is the Valkey/Redis store replicas share state through; none by default.
+	Shared shared.Config `yaml:"shared"`
 	// Sections are the protocol sections ("imap:", "smtp:"), by protocol name, each of the
 	// type its protocol's NewSection makes. They are not fields of the file's type: the
 	// registry decides which there are (decodeConfig).
@@ -165,7 +168,7 @@ func (c *fileConfig) Validate() error {
 	}
 	errs = append(errs, c.validateSections()...)
 	errs = append(errs, c.validatePools()...)
-	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate())
+	errs = append(errs, c.HTTP.Validate(), c.Admin.Validate(), c.Shared.Validate())
 	return errors.Join(errs...)
 }
 

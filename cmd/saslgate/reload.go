@@ -102,7 +102,7 @@ func reload(ctx context.Context, path string, running *fileConfig, l *live, stor
 		name     string
 		old, new any
 	}
-	sections := []section{{"listeners", running.Listeners, cfg.Listeners}, {"pools", running.Pools, cfg.Pools}, {"routes", running.Routes, cfg.Routes}}
+	sections := []section{{"listeners", running.Listeners, cfg.Listeners}, {"pools", running.Pools, cfg.Pools}, {"routes", running.Routes, cfg.Routes}, {"shared", running.Shared, cfg.Shared}}
 	for _, p := range protocols {
 		sections = append(sections, section{p.Name, running.section(p), cfg.section(p)})
 	}

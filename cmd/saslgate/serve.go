@@ -16,6 +16,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/metrics"
+	"github.com/saslgate/saslgate/internal/shared"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/tls/certs"
@@ -76,6 +77,7 @@ type gateway struct {
 	servers []proxy.Server
 	http    *http.Server        // client auto-configuration; nil when not configured
 	admin   *http.Server        // /metrics, /healthz, /readyz; nil when not configured
+	shared  *shared.Store       // the store replicas share state through; nil when not configured
 	addrs   map[string]net.Addr // listener name (and "http", "admin") → bound address
 	errc    chan error
 }
@@ -99,11 +101,18 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 		m = metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 		vopts = append(vopts, introspect.WithObserver(m))
 	}
+	st, ready, err := startShared(cfg, m, logger)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		vopts = append(vopts, introspect.WithSharedCache(st))
+	}
 	lv, err := newLive(ctx, cfg, logger, vopts...)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{live: lv, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
+	g := &gateway{live: lv, shared: st, addrs: map[string]net.Addr{}, errc: make(chan error, len(cfg.Listeners)+2)}
 	// One login pipeline for all listeners: a client guessing on 993 is slowed on 465 too,
 	// and a backend's refusal is remembered whichever door the user came through.
 	var robs backends.RouteObserver
@@ -118,6 +127,12 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	login := &proxy.Login{Validator: lv, Secrets: lv, Router: router}
 	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {
 		login.Limiter = fl
+		if st != nil {
+			login.Limiter = &proxy.SharedLimiter{Local: fl, Store: st, FailClosed: cfg.Shared.FailClosed()}
+		}
+	}
+	if st != nil {
+		login.Refusals = st
 	}
 	var lns []net.Listener
 	for _, l := range cfg.Listeners {
@@ -162,7 +177,7 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if httpSrv != nil {
 		g.http, g.addrs["http"] = httpSrv, httpAddr
 	}
-	adminSrv, adminAddr, err := startAdmin(cfg, router.Pools(), m, lv, logger, g.errc)
+	adminSrv, adminAddr, err := startAdmin(cfg, router.Pools(), m, lv, ready, logger, g.errc)
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -179,6 +194,9 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	hctx, stop := context.WithCancel(context.Background())
 	g.stop = stop
 	router.Pools().Start(hctx, logger, robs)
+	if st != nil {
+		go store.SyncTickets(hctx, st, ticketSyncInterval, logger)
+	}
 	for i, srv := range g.servers {
 		l := cfg.Listeners[i]
 		logger.Info("listening", "listener", l.Name, "protocol", l.Protocol, "tls", l.TLS, "address", lns[i].Addr().String())
@@ -195,6 +213,9 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 // shutdown stops every listener and waits for sessions until ctx is done.
 func (g *gateway) shutdown(ctx context.Context) error {
 	g.live.draining.Store(true)
+	if g.shared != nil {
+		defer g.shared.Close()
+	}
 	defer g.router.Close()
 	defer g.stop()
 	errs := make(chan error, len(g.servers))
@@ -227,7 +248,36 @@ func (g *gateway) shutdown(ctx context.Context) error {
 var (
 	_ introspect.Observer = (*metrics.Metrics)(nil)
 	_ proxy.Observer      = (*metrics.Listener)(nil)
+	_ shared.Observer     = (*metrics.Metrics)(nil)
 )
+
+// ticketSyncInterval is how often the TLS session-ticket keys are read from the shared store.
+const ticketSyncInterval = time.Minute
+
+// startShared opens the shared store cfg configures (nil without one) and returns its
+// readiness checks. Only a limiter that fails closed makes /readyz depend on the store: that
+// replica refuses every authentication while the store is down. Otherwise every use falls
+// back to local state, and failing /readyz would take the whole fleet out of its load
+// balancer for an outage that costs only sharing; the store's health is then in the
+// saslgate_shared_* metrics and the log.
+func startShared(cfg *fileConfig, m *metrics.Metrics, logger *slog.Logger) (*shared.Store, []metrics.Check, error) {
+	if !cfg.Shared.Enabled() {
+		return nil, nil, nil
+	}
+	opts := []shared.Option{shared.WithLogger(logger)}
+	if m != nil {
+		opts = append(opts, shared.WithObserver(m))
+	}
+	st, err := shared.New(cfg.Shared, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ready []metrics.Check
+	if cfg.Shared.FailClosed() {
+		ready = append(ready, metrics.Check{Name: "shared store", Run: st.Ready})
+	}
+	return st, ready, nil
+}
 
 // observer is the listener's metrics, or nil (no metrics) when m is nil.
 func observer(m *metrics.Metrics, l proxy.ListenerConfig) proxy.Observer {

@@ -23,6 +23,8 @@ const (
 	NameRelayedBytes         = "saslgate_relayed_bytes_total"
 	NameBackendMemberUp      = "saslgate_backend_member_up"
 	NameRouteLookups         = "saslgate_route_lookups_total"
+	NameSharedCalls          = "saslgate_shared_calls_total"
+	NameSharedLatency        = "saslgate_shared_latency_seconds"
 )
 
 // Label values. Every label has a closed set of values (listener and issuer names come from
@@ -68,6 +70,8 @@ type Metrics struct {
 	relayed       *prometheus.CounterVec
 	memberUp      *prometheus.GaugeVec
 	routeLookups  *prometheus.CounterVec
+	sharedCalls   *prometheus.CounterVec
+	sharedLatency *prometheus.HistogramVec
 
 	// validationObs are the latency children, resolved once: [mode][cached].
 	validationObs [][2]prometheus.Observer
@@ -136,13 +140,22 @@ func New(labels Labels) *Metrics {
 			Name: NameRouteLookups,
 			Help: "Route lookups by the source that answered (static, hash, http, ldap; default: no source knew the user; none: the lookup failed) and result: cached, looked_up (a source was asked), error.",
 		}, []string{"source", "result"}),
+		sharedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameSharedCalls,
+			Help: "Calls to the shared Valkey/Redis store by operation (get, set, setnx, incr, count, del, ping) and result: ok, error (failed or timed out; local state was used), skipped (not sent: the store failed moments ago).",
+		}, []string{"op", "result"}),
+		sharedLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    NameSharedLatency,
+			Help:    "Latency of the calls sent to the shared store, by operation.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"op"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.accepted, m.refused, m.sessions, m.auth, m.delays, m.validationVec,
 		m.idpRequests, m.idpErrors, m.backendLogin, m.backendFail, m.relayed,
-		m.memberUp, m.routeLookups,
+		m.memberUp, m.routeLookups, m.sharedCalls, m.sharedLatency,
 	)
 	m.validationObs = make([][2]prometheus.Observer, len(ValidationModes))
 	for i, mode := range ValidationModes {
@@ -185,6 +198,31 @@ func (m *Metrics) Registry() *prometheus.Registry {
 		return nil
 	}
 	return m.reg
+}
+
+// SharedOps and SharedResults are the label values of NameSharedCalls; values outside them
+// count as the last of each.
+var (
+	SharedOps     = []string{"get", "set", "setnx", "incr", "count", "del", "ping", "other"}
+	SharedResults = []string{"ok", "skipped", "error"}
+)
+
+// ObserveSharedCall implements shared.Observer. Skipped calls were not sent and have no
+// latency.
+func (m *Metrics) ObserveSharedCall(op, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if !slices.Contains(SharedOps, op) {
+		op = SharedOps[len(SharedOps)-1]
+	}
+	if !slices.Contains(SharedResults, result) {
+		result = SharedResults[len(SharedResults)-1]
+	}
+	m.sharedCalls.WithLabelValues(op, result).Inc()
+	if result != "skipped" {
+		m.sharedLatency.WithLabelValues(op).Observe(d.Seconds())
+	}
 }
 
 // ObserveValidation implements introspect.Observer.

@@ -40,8 +40,9 @@ const checkEvery = time.Second
 // Store holds the current certificate and swaps in a new one when the files
 // change. A broken replacement is logged and the previous certificate kept.
 type Store struct {
-	cfg    Config
-	logger *slog.Logger
+	cfg     Config
+	logger  *slog.Logger
+	tickets *tickets // session-ticket keys of every TLSConfig (tickets.go)
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
@@ -55,7 +56,7 @@ func Load(cfg Config, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cfg: cfg, logger: logger}
+	s := &Store{cfg: cfg, logger: logger, tickets: newTickets(nil)}
 	if err := s.reload(); err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ func Load(cfg Config, logger *slog.Logger) (*Store, error) {
 
 // FromCertificate returns a Store serving a fixed certificate (demo and tests).
 func FromCertificate(c tls.Certificate) *Store {
-	return &Store{cert: &c, lastCheck: time.Now().Add(1 << 62), logger: slog.New(slog.DiscardHandler)}
+	return &Store{cert: &c, lastCheck: time.Now().Add(1 << 62), logger: slog.New(slog.DiscardHandler), tickets: newTickets(nil)}
 }
 
 func (s *Store) reload() error {
@@ -169,12 +170,16 @@ func (s *Store) Certificate() *tls.Certificate {
 }
 
 // TLSConfig returns a server configuration that serves the current certificate.
-// TLS 1.2 is the floor (RFC 8314 §4.1 / RFC 9325).
+// TLS 1.2 is the floor (RFC 8314 §4.1 / RFC 9325). Every configuration of one Store seals
+// session tickets with the same keys (tickets.go), clones included, so a session resumes on
+// any listener, after a reload, and with SyncTickets on any replica.
 func (s *Store) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.Certificate(), nil
 		},
+		WrapSession:   s.tickets.wrap,
+		UnwrapSession: s.tickets.unwrap,
 	}
 }

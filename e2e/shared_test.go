@@ -1,0 +1,298 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// needRedis returns the redis-server binary (Debian's redis-server package). Missing, it
+// fails the test under SASLGATE_E2E=require and skips it otherwise, like needSlapd.
+func needRedis(t *testing.T) string {
+	t.Helper()
+	for _, c := range []string{"redis-server", "/usr/bin/redis-server", "valkey-server"} {
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	const missing = "e2e: missing redis-server (not in PATH; apt-get install redis-server)"
+	if os.Getenv(envGate) == "require" {
+		t.Fatalf("%s (%s=require)", missing, envGate)
+	}
+	t.Skipf("%s; set %s=require to make this an error", missing, envGate)
+	return ""
+}
+
+// redisServer is a redis-server on a loopback port, with no persistence: a restart is an
+// empty store.
+type redisServer struct {
+	t         *testing.T
+	bin, addr string
+	dir, log  string
+	proc      *proc
+}
+
+func startRedis(t *testing.T, dir string) *redisServer {
+	t.Helper()
+	r := &redisServer{t: t, bin: needRedis(t), dir: dir, log: filepath.Join(dir, "redis.log")}
+	addr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = addr
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	_, port, _ := net.SplitHostPort(r.addr)
+	p, err := startProc("redis-server", r.log, nil, func(line string) bool {
+		return strings.Contains(line, "Ready to accept connections")
+	}, 15*time.Second, r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "no")
+	if err != nil {
+		r.t.Fatalf("redis-server: %v\n%s", err, tail(r.log, 4<<10))
+	}
+	r.proc = p
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitPort(ctx, r.addr, p); err != nil {
+		r.t.Fatalf("redis-server: %v\n%s", err, tail(r.log, 4<<10))
+	}
+}
+
+func (r *redisServer) stop() { r.proc.stop() }
+
+func (r *redisServer) client(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.addr, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sharedGatePair starts two replicas, A and B, sharing the store r under prefix, each with
+// an admin listener; the failed-authentication delay is on (auth_failures failures pass).
+func (e *env) sharedGatePair(t *testing.T, r *redisServer, prefix string, issuers []string, authFailures int) (a, b *gate, adminA, adminB string) {
+	t.Helper()
+	start := func(name string) (*gate, string) {
+		admin, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := e.startTestGate(t, gateSpec{
+			name:    name,
+			issuers: issuers,
+			limits:  fmt.Sprintf("{auth_failures: %d, auth_failure_window: 10m, auth_delay: 600ms, max_auth_delay: 600ms, max_connections_per_ip: 1000}", authFailures),
+			extra:   fmt.Sprintf("admin: {address: %s}\nshared: {address: %s, key_prefix: %q, timeout: 250ms}\n", admin, r.addr, prefix),
+		})
+		return g, admin
+	}
+	a, adminA = start("saslgate-shared-a")
+	b, adminB = start("saslgate-shared-b")
+	return a, b, adminA, adminB
+}
+
+// TestSharedReplicas runs two `saslgate serve` replicas sharing one redis-server: an
+// introspection result cached by A is reused by B (the IdP counts one request), a TLS
+// session from A resumes on B, hostile store entries are ignored, failures on A delay B;
+// with the store stopped both keep logging in and say so (metrics, log); with it back,
+// sharing resumes.
+func TestSharedReplicas(t *testing.T) {
+	e := e2e(t)
+	r := startRedis(t, t.TempDir())
+	rc := r.client(t)
+	o := e.startTestIdP(t, "idp-shared")
+	const prefix = "e2e-shared:"
+	const threshold = 6
+	a, b, adminA, adminB := e.sharedGatePair(t, r, prefix,
+		[]string{jwtIssuer(e.idp.issuer), e.introspectionIssuer(t, o.issuer)}, threshold)
+	entryKey := func(token string) string {
+		sum := sha256.Sum256([]byte(token))
+		return prefix + "val:" + hex.EncodeToString(sum[:]) + ":imap"
+	}
+	ctx := context.Background()
+
+	var tok string
+	t.Run("introspection result cached by A is used by B", func(t *testing.T) {
+		tok = o.mintOpaque(t, "alice")
+		o.resetCounts(t)
+		e.loginOK(t, a, tok)
+		e.loginOK(t, b, tok)
+		if c := o.counts(t); c.Introspection != 1 {
+			t.Errorf("one token on two replicas caused %d introspection requests, want 1", c.Introspection)
+		}
+		v, err := rc.Get(ctx, entryKey(tok)).Bytes()
+		if err != nil {
+			t.Fatalf("no shared entry under the token's hash: %v", err)
+		}
+		if strings.Contains(string(v), "alice") || strings.Contains(string(v), tok) {
+			t.Errorf("the shared entry is readable without the token: %q", v)
+		}
+		keys, _ := rc.Keys(ctx, "*").Result()
+		for _, k := range keys {
+			if strings.Contains(k, tok) {
+				t.Errorf("a store key holds the token: %s", k)
+			}
+		}
+	})
+
+	t.Run("a TLS session from A resumes on B", func(t *testing.T) {
+		for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+			cfg := e.tlsConfig()
+			cfg.MaxVersion = v
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			if greetTLS(t, a.imaps, cfg) {
+				t.Fatalf("version %x: the first connection resumed", v)
+			}
+			if !greetTLS(t, b.imaps, cfg) {
+				t.Errorf("version %x: the session from A did not resume on B", v)
+			}
+		}
+	})
+
+	t.Run("hostile store entries are ignored", func(t *testing.T) {
+		genuine, err := rc.Get(ctx, entryKey(tok)).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		garbage := make([]byte, 200)
+		rand.Read(garbage)
+		garbage[0] = 1
+		plain := fmt.Sprintf(`{"until":%d,"mode":"introspection","user":"alice","iss":%q}`, time.Now().Add(time.Hour).UnixNano(), o.issuer)
+		entries := map[string][]byte{
+			"another token's genuine entry": genuine,
+			"random bytes with our version": garbage,
+			"oversized":                     []byte(strings.Repeat("A", 1<<20)),
+			"unsealed plausible entry":      append([]byte{1}, plain...),
+		}
+		o.resetCounts(t)
+		i := 0
+		for name, v := range entries {
+			// An unknown token the IdP calls inactive; a hostile entry must not log it in.
+			bogus := "bogus" + strings.Repeat(fmt.Sprint(i), 8) + hex.EncodeToString(garbage[:8])
+			if err := rc.Set(ctx, entryKey(bogus), v, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			g := a
+			if i%2 == 1 {
+				g = b
+			}
+			i++
+			t.Run(name, func(t *testing.T) { e.loginRefused(t, g, bogus) })
+		}
+		if c := o.counts(t); c.Introspection != len(entries) {
+			t.Errorf("%d tokens with planted entries caused %d introspection requests, want %d (each checked at the IdP)", len(entries), c.Introspection, len(entries))
+		}
+	})
+
+	t.Run("failures on A delay B", func(t *testing.T) {
+		// The hostile entries' tokens were 4 failures, 2 per replica; 2 more on A make the
+		// shared count the threshold, which neither replica reaches on its own.
+		bad := e.mint(t, e.idp, mintRequest{Age: 600, TTL: 60}) // expired
+		for range threshold - 4 {
+			e.loginRefused(t, a, bad)
+		}
+		start := time.Now()
+		e.loginRefused(t, b, bad)
+		if d := time.Since(start); d < 600*time.Millisecond {
+			t.Errorf("B answered after %v: the failures on A did not delay it (600ms)", d)
+		}
+	})
+
+	t.Run("store stopped: logins continue on both, metrics and log say so", func(t *testing.T) {
+		r.stop()
+		e.loginOK(t, a, tok)
+		e.loginOK(t, b, tok)
+		fresh := o.mintOpaque(t, "alice")
+		e.loginOK(t, a, fresh)
+		e.loginOK(t, b, fresh)
+		for _, g := range []struct{ name, admin, log string }{{"A", adminA, a.log}, {"B", adminB, b.log}} {
+			m := scrape(t, g.admin)
+			if !strings.Contains(m, `saslgate_shared_calls_total{op="get",result="error"}`) {
+				t.Errorf("%s: no failed store call in the metrics:\n%s", g.name, grepLines(m, "saslgate_shared_calls_total"))
+			}
+			if !logHas(g.log, 0, "shared store unavailable; using local state") {
+				t.Errorf("%s: the log does not say the store is unavailable", g.name)
+			}
+		}
+	})
+
+	t.Run("store back: sharing resumes", func(t *testing.T) {
+		r.start()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			tok := o.mintOpaque(t, "alice")
+			o.resetCounts(t)
+			e.loginOK(t, a, tok)
+			e.loginOK(t, b, tok)
+			if o.counts(t).Introspection == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("20 s after the store came back, the replicas still do not share results")
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		for _, g := range []struct{ name, log string }{{"A", a.log}, {"B", b.log}} {
+			if !logHas(g.log, 0, "shared store reachable again") {
+				t.Errorf("%s: the log does not say the store is back", g.name)
+			}
+		}
+	})
+}
+
+// greetTLS connects, reads the IMAP greeting (so a TLS 1.3 ticket is received) and reports
+// whether the session was resumed.
+func greetTLS(t *testing.T, addr string, cfg *tls.Config) bool {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	return c.ConnectionState().DidResume
+}
+
+func scrape(t *testing.T, admin string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}
