@@ -120,9 +120,16 @@ func newMailDomain(t *testing.T) *mailDomain {
 	return d
 }
 
+// set serves body at key ("host path").
+func (d *mailDomain) set(key, body string) {
+	d.mu.Lock()
+	d.docs[key] = body
+	d.mu.Unlock()
+}
+
 func (d *mailDomain) autoconfig(g *gate, issuer string) {
 	_, port, _ := net.SplitHostPort(g.imaps)
-	d.docs["autoconfig.example.com /mail/config-v1.1.xml"] = fmt.Sprintf(`<?xml version="1.0"?>
+	d.set("autoconfig.example.com /mail/config-v1.1.xml", fmt.Sprintf(`<?xml version="1.0"?>
 <clientConfig version="1.1">
   <emailProvider id="example.com">
     <domain>example.com</domain>
@@ -138,15 +145,15 @@ func (d *mailDomain) autoconfig(g *gate, issuer string) {
     <issuer>%s</issuer>
     <scope>openid email offline_access</scope>
   </oAuth2>
-</clientConfig>`, port, issuer)
+</clientConfig>`, port, issuer))
 }
 
 func (d *mailDomain) webfinger(issuer string) {
-	d.docs["example.com /.well-known/webfinger"] = fmt.Sprintf(`{"subject":"acct:%s","links":[{"rel":"http://openid.net/specs/connect/1.0/issuer","href":%q}]}`, mailUser, issuer)
+	d.set("example.com /.well-known/webfinger", fmt.Sprintf(`{"subject":"acct:%s","links":[{"rel":"http://openid.net/specs/connect/1.0/issuer","href":%q}]}`, mailUser, issuer))
 }
 
 func (d *mailDomain) protectedResource(issuer string) {
-	d.docs["127.0.0.1 /.well-known/oauth-protected-resource"] = fmt.Sprintf(`{"resource":%q,"authorization_servers":[%q],"scopes_supported":["email"]}`, openResource, issuer)
+	d.set("127.0.0.1 /.well-known/oauth-protected-resource", fmt.Sprintf(`{"resource":%q,"authorization_servers":[%q],"scopes_supported":["email"]}`, openResource, issuer))
 }
 
 // openLogin is one run of `saslgate login`, its standard error kept whole and line by line.
@@ -487,11 +494,11 @@ func TestOpenLoginMsmtpConfig(t *testing.T) {
 	d := newMailDomain(t)
 	imapHost, imapPort, _ := net.SplitHostPort(e.gate.imaps)
 	smtpHost, smtpPort, _ := net.SplitHostPort(e.gate.smtps)
-	d.docs["autoconfig.example.com /mail/config-v1.1.xml"] = fmt.Sprintf(`<clientConfig version="1.1"><emailProvider id="example.com"><domain>example.com</domain>
+	d.set("autoconfig.example.com /mail/config-v1.1.xml", fmt.Sprintf(`<clientConfig version="1.1"><emailProvider id="example.com"><domain>example.com</domain>
 <incomingServer type="imap"><hostname>%s</hostname><port>%s</port><socketType>SSL</socketType><authentication>OAuth2</authentication><username>%%EMAILADDRESS%%</username></incomingServer>
 <outgoingServer type="smtp"><hostname>%s</hostname><port>%s</port><socketType>SSL</socketType><authentication>OAuth2</authentication><username>%%EMAILADDRESS%%</username></outgoingServer>
 </emailProvider><oAuth2><issuer>%s</issuer><scope>openid email imap smtp offline_access</scope><clientID>%s</clientID></oAuth2></clientConfig>`,
-		imapHost, imapPort, smtpHost, smtpPort, e.idp.issuer, idpClientID)
+		imapHost, imapPort, smtpHost, smtpPort, e.idp.issuer, idpClientID))
 	file := filepath.Join(e.dir, "open-msmtp", "alice.json")
 	// The run's IdP issues tokens for urn:saslgate, the resource its gateway takes.
 	conf, log := e.signIn(t, mailUser, "--discovery-base", d.srv.URL, "--flow", "code", "--resource", idpResource,
