@@ -5,6 +5,8 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,8 +168,24 @@ func TestKubernetesExample(t *testing.T) {
 	if err := os.WriteFile(p, []byte(cm.Data["saslgate.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadConfig(p); err != nil {
-		t.Errorf("ConfigMap saslgate.yaml: %v", err)
+	cfg, err := loadConfig(p)
+	if err != nil {
+		t.Fatalf("ConfigMap saslgate.yaml: %v", err)
+	}
+	// The two replicas share a store the file also runs: its Service selects a Deployment's pods.
+	host, _, _ := net.SplitHostPort(cfg.Shared.Address)
+	var storeSvc *k8sObject
+	for i, s := range byKind["Service"] {
+		if s.Metadata.Name == host {
+			storeSvc = &byKind["Service"][i]
+		}
+	}
+	if storeSvc == nil {
+		t.Errorf("shared.address %q names no Service of the file", cfg.Shared.Address)
+	} else if !slices.ContainsFunc(byKind["Deployment"], func(d k8sObject) bool {
+		return maps.Equal(d.selector(), storeSvc.selector()) && d.Metadata.Name != "saslgate"
+	}) {
+		t.Errorf("Service %s selects no store Deployment of the file", host)
 	}
 
 	// Selectors, ports and volumes refer to what exists.
