@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -51,6 +52,11 @@ type gateway struct {
 	addr      string
 	clientTLS *tls.Config
 	token     string
+	// pipelineID sends "p ID NIL" and the AUTHENTICATE in one write, as a client that
+	// pipelines its pre-login commands does.
+	pipelineID bool
+	// resume: every login must resume a TLS session (clientTLS has a ClientSessionCache).
+	resume bool
 }
 
 // newGateway serves imap.Server on loopback; validator nil means acceptAll.
@@ -171,14 +177,22 @@ func (g *gateway) login(tb testing.TB) *benchClient {
 	if _, err := c.br.ReadString('\n'); err != nil {
 		tb.Fatal(err)
 	}
+	if g.resume && !c.c.ConnectionState().DidResume {
+		tb.Fatal("TLS session not resumed")
+	}
 	ir := base64.StdEncoding.EncodeToString([]byte("n,a=" + benchUser + ",\x01auth=Bearer " + g.token + "\x01\x01"))
-	c.cmd(tb, "AUTHENTICATE OAUTHBEARER "+ir)
+	if g.pipelineID {
+		c.cmd(tb, "AUTHENTICATE OAUTHBEARER "+ir, "p ID NIL\r\n")
+	} else {
+		c.cmd(tb, "AUTHENTICATE OAUTHBEARER "+ir)
+	}
 	return c
 }
 
-// cmd sends a command and reads to its tagged OK, skipping literals.
-func (c *benchClient) cmd(tb testing.TB, command string) {
-	if _, err := io.WriteString(c.c, "t "+command+"\r\n"); err != nil {
+// cmd sends a command, after the lines in before in the same write, and reads to its tagged
+// OK, skipping literals and the other tags' completions.
+func (c *benchClient) cmd(tb testing.TB, command string, before ...string) {
+	if _, err := io.WriteString(c.c, strings.Join(before, "")+"t "+command+"\r\n"); err != nil {
 		tb.Fatal(err)
 	}
 	for {
@@ -229,10 +243,26 @@ func BenchmarkGatewayNOOP(b *testing.B) {
 
 // BenchmarkGatewayLogin: connect, full TLS 1.3 handshake, AUTHENTICATE
 // OAUTHBEARER, backend dial, splice, LOGOUT, close. "stub" accepts any token;
+// "pipelined" is stub with ID NIL and the AUTHENTICATE sent in one write; "resumed" is
+// stub resuming a TLS 1.3 session (tickets) on every login, failing if one does not;
 // "jwt" validates an RS256 JWT against a JWKS (introspect.Validator), with the
-// result cache on or off.
+// result cache on or off. There is no ES256 row: internal/demoissuer signs RS256 only.
 func BenchmarkGatewayLogin(b *testing.B) {
 	b.Run("stub", func(b *testing.B) { benchLogin(b, newGateway(b, nil)) })
+	b.Run("pipelined", func(b *testing.B) {
+		g := newGateway(b, nil)
+		g.pipelineID = true
+		benchLogin(b, g)
+	})
+	b.Run("resumed", func(b *testing.B) {
+		g := newGateway(b, nil)
+		g.clientTLS.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		c := g.login(b) // the first login is a full handshake; it brings the ticket
+		c.cmd(b, "LOGOUT")
+		c.c.Close()
+		g.resume = true
+		benchLogin(b, g)
+	})
 	for _, cached := range []bool{true, false} {
 		b.Run(fmt.Sprintf("jwt/cache=%t", cached), func(b *testing.B) {
 			v, token := jwtValidator(b, cached)
@@ -311,6 +341,71 @@ func benchLogin(b *testing.B, g *gateway) {
 		c := g.login(b)
 		c.cmd(b, "LOGOUT")
 		c.c.Close()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logins/s")
+}
+
+// BenchmarkBackendDialIMAP: backends.DialIMAP against a scripted backend that offers
+// CAPABILITY in its greeting, SASL-IR, ID and AUTH=PLAIN (as Dovecot does): dial, greeting,
+// login, close; with forward_client_address the client's address goes first in an ID.
+func BenchmarkBackendDialIMAP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go serveScriptedLogin(ln)
+	client := backends.Client{Addr: netip.MustParseAddrPort("192.0.2.1:50000"), Local: netip.MustParseAddrPort("192.0.2.2:993")}
+	for _, forward := range []bool{false, true} {
+		b.Run(fmt.Sprintf("forward=%t", forward), func(b *testing.B) {
+			cfg := backends.Config{Address: ln.Addr().String(), TLS: "none", ForwardClientAddress: forward}
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := backends.DialIMAP(context.Background(), cfg, benchUser, "secret", client)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
+// serveScriptedLogin answers a backend login as Dovecot does: the greeting with its
+// capabilities, ID, AUTHENTICATE PLAIN with an initial response; it writes when it has
+// answered every command the client has sent.
+func serveScriptedLogin(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+			bw.WriteString("* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] ready\r\n")
+			for {
+				if br.Buffered() == 0 && bw.Flush() != nil {
+					return
+				}
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				f := strings.Fields(line)
+				if len(f) < 2 {
+					return
+				}
+				switch strings.ToUpper(f[1]) {
+				case "ID":
+					fmt.Fprintf(bw, "* ID (\"name\" \"bench\")\r\n%s OK ID completed\r\n", f[0])
+				case "AUTHENTICATE":
+					fmt.Fprintf(bw, "%s OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE SORT MOVE] Logged in\r\n", f[0])
+				default:
+					fmt.Fprintf(bw, "%s BAD unexpected\r\n", f[0])
+				}
+			}
+		}()
 	}
 }
 
