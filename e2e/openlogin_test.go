@@ -516,3 +516,39 @@ func TestOpenLoginMsmtpConfig(t *testing.T) {
 	}
 	checkDelivered(t, e.fetchDelivered(t, msgID), msg, mailFrom)
 }
+
+// TestOpenLoginFromGateway: the discovery documents come from saslgate's own HTTP listener
+// (autoconfig with the oAuth2 element, RFC 9728 for its resource), as at a site fronted by
+// saslgate; from alice's address alone, `saslgate login` registers, signs in, and its token
+// opens IMAP through the same gate.
+func TestOpenLoginFromGateway(t *testing.T) {
+	e := e2e(t)
+	op := e.startOpenIdP(t, "idp-open-gateway", "open")
+	httpAddr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := e.startTestGate(t, gateSpec{
+		name:    "saslgate-open-gateway",
+		issuers: []string{openIssuer(op.issuer)},
+		extra:   fmt.Sprintf("http: {address: %q, domains: [example.com], resource: %q}\n", httpAddr, openResource),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitPort(ctx, httpAddr, nil); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(e.dir, "open-gateway", "alice.json")
+	tok, log := e.signIn(t, mailUser, "--discovery-base", "http://"+httpAddr, "--flow", "code", "--token-file", file, "--ca-file", e.certFile)
+	wantLog(t, log,
+		"discover: autoconfig: found servers with OAuth: imaps://"+g.imaps,
+		"discover: autoconfig: oAuth2: issuer ",
+		"discover: RFC 9728: resource "+openResource+", authorization servers "+op.issuer,
+		"discover: result: issuer "+op.issuer+" (from autoconfig)",
+		"saslgate login: registered the client ",
+	)
+	if _, claims, err := jwtParts(tok); err != nil || claims["aud"] != openResource {
+		t.Errorf("token claims %v, %v; want aud %s", claims, err, openResource)
+	}
+	e.opensIMAP(t, g, tok)
+}
