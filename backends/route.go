@@ -1,11 +1,16 @@
 package backends
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +35,17 @@ type RoutesConfig struct {
 	CacheSize int `yaml:"cache_size"`
 	// Timeout bounds one lookup of one source; default DefaultRouteTimeout.
 	Timeout config.Duration `yaml:"timeout"`
+	// Shared keeps the answers in the store of the shared section too, so that a lookup made
+	// by one replica serves every replica for CacheTTL. Answers that carry a secret (auth_http
+	// Auth-Pass, an LDAP secret attribute) stay local: no backend secret is ever stored there.
+	Shared bool `yaml:"shared"`
+}
+
+// RouteStore is a store replicas share (internal/shared.Store implements it): Get returns
+// nil and no error for a key it does not hold.
+type RouteStore interface {
+	Get(ctx context.Context, key string) ([]byte, error)
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
 }
 
 // Route cache and lookup defaults.
@@ -86,7 +102,8 @@ type Source interface {
 type RouteObserver interface {
 	PoolObserver
 	// RouteLookup is one route asked for: source is the source that answered ("default"
-	// when none knew the user, "none" on error), result "cached", "looked_up" or "error".
+	// when none knew the user, "none" on error), result "cached", "shared" (another replica's
+	// answer, from the shared store), "looked_up" or "error".
 	RouteLookup(source, result string)
 }
 
@@ -121,7 +138,12 @@ type Router struct {
 	flight  singleflight.Group
 	obs     RouteObserver
 	now     func() time.Time
+	store   RouteStore // nil: answers are cached in this process only
 }
+
+// Share keeps the router's answers in store as well as in its own cache (RoutesConfig.Shared).
+// Call it before the first Route.
+func (r *Router) Share(store RouteStore) { r.store = store }
 
 type cachedAnswer struct {
 	source  string // "" when no source knew the user
@@ -182,16 +204,24 @@ func (r *Router) lookup(ctx context.Context, q Query) (string, Answer, error) {
 		r.observe(sourceLabel(c.source), "cached")
 		return c.source, c.answer, nil
 	}
+	// Not found here: another replica may have asked the sources already (sharedGet, under
+	// the same coalescing).
 	ch := r.flight.DoChan(key, func() (any, error) {
 		// One lookup serves every waiter: it is not cancelled with the first one's client.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 		defer cancel()
+		if c, ok := r.sharedGet(lctx, q); ok {
+			r.cache.Add(key, c)
+			r.observe(sourceLabel(c.source), "shared")
+			return c, nil
+		}
 		c, err := r.ask(lctx, q)
 		if err != nil {
 			return nil, err
 		}
 		c.expires = r.now().Add(r.ttl)
 		r.cache.Add(key, c)
+		r.sharedPut(lctx, q, c)
 		r.observe(sourceLabel(c.source), "looked_up")
 		return c, nil
 	})
@@ -456,4 +486,79 @@ func (r *Router) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sharedRoute is a route answer as the shared store keeps it. The protocol and user are kept
+// too, so that an entry is only taken for the query it was made for.
+type sharedRoute struct {
+	V        int    `json:"v"`
+	Protocol string `json:"protocol"`
+	User     string `json:"user"`
+	Source   string `json:"source,omitempty"` // "" when no source knew the user
+	Pool     string `json:"pool,omitempty"`
+	Server   string `json:"server,omitempty"`
+	Backend  string `json:"backend_user,omitempty"`
+	Expires  int64  `json:"expires"` // Unix seconds
+}
+
+// maxSharedRoute bounds an entry read from the shared store.
+const maxSharedRoute = 2048
+
+func sharedRouteKey(q Query) string {
+	h := sha256.Sum256([]byte(q.Protocol + "\x00" + q.User))
+	return "route:" + hex.EncodeToString(h[:])
+}
+
+// sharedGet reads q's answer from the shared store. Anything but a well-formed entry of ours
+// for exactly q, not expired, from a known source and passing the answer check, is ignored.
+func (r *Router) sharedGet(ctx context.Context, q Query) (cachedAnswer, bool) {
+	if r.store == nil {
+		return cachedAnswer{}, false
+	}
+	b, err := r.store.Get(ctx, sharedRouteKey(q))
+	if err != nil || b == nil || len(b) > maxSharedRoute {
+		return cachedAnswer{}, false
+	}
+	var e sharedRoute
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&e) != nil || e.V != 1 || e.Protocol != q.Protocol || e.User != q.User {
+		return cachedAnswer{}, false
+	}
+	now := r.now()
+	expires := time.Unix(e.Expires, 0)
+	if !now.Before(expires) {
+		return cachedAnswer{}, false
+	}
+	if limit := now.Add(r.ttl); expires.After(limit) {
+		expires = limit // never longer than this replica's TTL
+	}
+	c := cachedAnswer{expires: expires}
+	if e.Source == "" {
+		if e.Pool != "" || e.Server != "" || e.Backend != "" {
+			return cachedAnswer{}, false
+		}
+		return c, true
+	}
+	if !slices.ContainsFunc(r.sources, func(s Source) bool { return s.Name() == e.Source }) {
+		return cachedAnswer{}, false
+	}
+	c.source, c.answer = e.Source, Answer{Pool: e.Pool, Server: e.Server, User: e.Backend}
+	if c.answer.check() != nil {
+		return cachedAnswer{}, false
+	}
+	return c, true
+}
+
+// sharedPut keeps c for the other replicas, unless its answer carries a secret.
+func (r *Router) sharedPut(ctx context.Context, q Query, c cachedAnswer) {
+	if r.store == nil || c.answer.Secret != "" {
+		return
+	}
+	b, err := json.Marshal(sharedRoute{V: 1, Protocol: q.Protocol, User: q.User, Source: c.source,
+		Pool: c.answer.Pool, Server: c.answer.Server, Backend: c.answer.User, Expires: c.expires.Unix()})
+	if err != nil || len(b) > maxSharedRoute {
+		return
+	}
+	_ = r.store.Set(ctx, sharedRouteKey(q), b, r.ttl)
 }

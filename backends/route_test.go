@@ -482,3 +482,102 @@ func TestPoolConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// mapStore is a RouteStore in memory, as internal/shared.Store would be.
+type mapStore struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	fail bool
+}
+
+func (s *mapStore) Get(_ context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return nil, errors.New("store down")
+	}
+	return s.m[key], nil
+}
+
+func (s *mapStore) Set(_ context.Context, key string, v []byte, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return errors.New("store down")
+	}
+	s.m[key] = v
+	return nil
+}
+
+// With routes shared, a lookup one replica made serves another: its source is not asked
+// again. Answers with a secret stay local; foreign, expired, malformed or unusable entries are
+// ignored and the source asked; a store that fails costs nothing but the sharing.
+func TestRouterShared(t *testing.T) {
+	ps := testPools(t, "m1.internal:143")
+	store := &mapStore{m: map[string][]byte{}}
+	newReplica := func() (*Router, *fakeSource) {
+		src := &fakeSource{name: "http", answers: map[string]Answer{
+			"alice": {Pool: "other", User: "alice.b"},
+			"bob":   {Server: "m1.internal", Secret: "s3cret"},
+		}}
+		r := NewRouter(ps, []Source{src}, RoutesConfig{}, nil)
+		r.Share(store)
+		return r, src
+	}
+	a, srcA := newReplica()
+	b, srcB := newReplica()
+	route := func(r *Router, user string) Route {
+		t.Helper()
+		rt, err := r.Route(context.Background(), Query{Protocol: "imap", User: user})
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		return rt
+	}
+	route(a, "alice")
+	route(a, "nobody")
+	if rt := route(b, "alice"); rt.Pool.Name != "other" || rt.User != "alice.b" || rt.Source != "http" {
+		t.Errorf("replica B's route for alice: %+v", rt)
+	}
+	route(b, "nobody")
+	if srcA.calls.Load() != 2 || srcB.calls.Load() != 0 {
+		t.Errorf("source asked %d times by A and %d by B, want 2 and 0", srcA.calls.Load(), srcB.calls.Load())
+	}
+	// bob's answer carries a secret: never stored, so B asks its source.
+	route(a, "bob")
+	for k, v := range store.m {
+		if strings.Contains(string(v), "s3cret") || strings.Contains(k, "bob") {
+			t.Errorf("store holds %s = %s", k, v)
+		}
+	}
+	if rt := route(b, "bob"); rt.Secret.Reveal() != "s3cret" || srcB.calls.Load() != 1 {
+		t.Errorf("bob on B: secret %q after %d lookups, want B's own lookup", rt.Secret.Reveal(), srcB.calls.Load())
+	}
+
+	// Hostile or stale entries under carol's key: each ignored, the source asked.
+	carol := Query{Protocol: "imap", User: "carol"}
+	exp := time.Now().Add(time.Minute).Unix()
+	for i, v := range []string{
+		"not json",
+		fmt.Sprintf(`{"v":2,"protocol":"imap","user":"carol","source":"http","pool":"other","expires":%d}`, exp),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"mallory","source":"http","pool":"other","expires":%d}`, exp),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"carol","source":"http","pool":"other","expires":%d}`, time.Now().Add(-time.Second).Unix()),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"carol","source":"ldap","pool":"other","expires":%d}`, exp),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"carol","source":"http","server":"evil.example\r\nA LOGIN x y","expires":%d}`, exp),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"carol","source":"http","pool":"other","secret":"x","expires":%d}`, exp),
+		fmt.Sprintf(`{"v":1,"protocol":"imap","user":"carol","source":"","pool":"other","expires":%d}`, exp),
+		strings.Repeat(" ", maxSharedRoute+1) + "{}",
+	} {
+		r, src := newReplica()
+		src.answers["carol"] = Answer{Pool: "shard"}
+		store.m[sharedRouteKey(carol)] = []byte(v)
+		if rt := route(r, "carol"); rt.Pool.Name != "shard" || src.calls.Load() != 1 {
+			t.Errorf("entry %d taken: route %s after %d lookups", i, rt.Pool.Name, src.calls.Load())
+		}
+	}
+	store.fail = true
+	r, src := newReplica()
+	if rt := route(r, "alice"); rt.Pool.Name != "other" || src.calls.Load() != 1 {
+		t.Errorf("store down: %+v after %d lookups", rt, src.calls.Load())
+	}
+}

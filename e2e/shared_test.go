@@ -11,10 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,7 +90,8 @@ func (r *redisServer) client(t *testing.T) *redis.Client {
 
 // sharedGatePair starts two replicas, A and B, sharing the store r under prefix, each with
 // an admin listener; the failed-authentication delay is on (auth_failures failures pass).
-func (e *env) sharedGatePair(t *testing.T, r *redisServer, prefix string, issuers []string, authFailures int) (a, b *gate, adminA, adminB string) {
+// routes is their routes section, or "".
+func (e *env) sharedGatePair(t *testing.T, r *redisServer, prefix string, issuers []string, authFailures int, routes string) (a, b *gate, adminA, adminB string) {
 	t.Helper()
 	start := func(name string) (*gate, string) {
 		admin, err := freePort()
@@ -99,7 +102,7 @@ func (e *env) sharedGatePair(t *testing.T, r *redisServer, prefix string, issuer
 			name:    name,
 			issuers: issuers,
 			limits:  fmt.Sprintf("{auth_failures: %d, auth_failure_window: 10m, auth_delay: 600ms, max_auth_delay: 600ms, max_connections_per_ip: 1000}", authFailures),
-			extra:   fmt.Sprintf("admin: {address: %s}\nshared: {address: %s, key_prefix: %q, timeout: 250ms}\n", admin, r.addr, prefix),
+			extra:   fmt.Sprintf("admin: {address: %s}\nshared: {address: %s, key_prefix: %q, timeout: 250ms}\n%s", admin, r.addr, prefix, routes),
 		})
 		return g, admin
 	}
@@ -120,8 +123,20 @@ func TestSharedReplicas(t *testing.T) {
 	o := e.startTestIdP(t, "idp-shared")
 	const prefix = "e2e-shared:"
 	const threshold = 6
+	// Routes come from an auth_http responder the test runs, and are shared: one lookup per
+	// user serves both replicas.
+	_, dovecotPort, _ := net.SplitHostPort(e.dovecot.addr)
+	var routeLookups atomic.Int64
+	responder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		routeLookups.Add(1)
+		w.Header().Set("Auth-Status", "OK")
+		w.Header().Set("Auth-Server", "127.0.0.1")
+		w.Header().Set("Auth-Port", dovecotPort)
+	}))
+	defer responder.Close()
 	a, b, adminA, adminB := e.sharedGatePair(t, r, prefix,
-		[]string{jwtIssuer(e.idp.issuer), e.introspectionIssuer(t, o.issuer)}, threshold)
+		[]string{jwtIssuer(e.idp.issuer), e.introspectionIssuer(t, o.issuer)}, threshold,
+		fmt.Sprintf("routes: {shared: true, cache_ttl: 10m, sources: [{http: {url: %q}}]}\n", responder.URL))
 	entryKey := func(token string) string {
 		sum := sha256.Sum256([]byte(token))
 		return prefix + "val:" + hex.EncodeToString(sum[:]) + ":imap"
@@ -149,6 +164,17 @@ func TestSharedReplicas(t *testing.T) {
 			if strings.Contains(k, tok) {
 				t.Errorf("a store key holds the token: %s", k)
 			}
+		}
+	})
+
+	t.Run("a route looked up by A is used by B", func(t *testing.T) {
+		// The subtest above logged alice in on both: one responder request between them.
+		if n := routeLookups.Load(); n != 1 {
+			t.Errorf("alice's logins on two replicas made %d route lookups, want 1", n)
+		}
+		keys, _ := rc.Keys(ctx, prefix+"route:*").Result()
+		if len(keys) != 1 {
+			t.Errorf("route entries in the store: %q, want one", keys)
 		}
 	})
 

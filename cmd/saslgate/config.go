@@ -225,6 +225,9 @@ func (c *fileConfig) defaultPools() map[string]string {
 // validatePools checks the pools and routes sections and what names a pool.
 func (c *fileConfig) validatePools() []error {
 	errs := []error{c.Routes.Validate()}
+	if c.Routes.Shared && !c.Shared.Enabled() {
+		errs = append(errs, errors.New("routes.shared: needs the shared section (a Valkey/Redis store)"))
+	}
 	type key struct{ protocol, name string }
 	seen := map[key]bool{}
 	names := map[string]bool{}

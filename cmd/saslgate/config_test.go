@@ -172,6 +172,7 @@ listeners:
 		{"pool with an address", "pools:\n  - {name: shard, protocol: imap, tls: none, address: \"10.0.0.1:143\", members: [{address: \"10.0.0.1:143\"}]}\nimap: {pool: shard}\n", "pools[0]: address: a pool has members"},
 		{"hash over an unknown pool", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{hash: {pool: nosuch}}]}\n", `hash: pool "nosuch" is not in the pools section`},
 		{"source of two kinds", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{static: {file: /r}, hash: {}}]}\n", "routes.sources[0]: want exactly one of static, hash, http, ldap"},
+		{"shared routes without a shared store", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {shared: true, sources: [{hash: {}}]}\n", "routes.shared: needs the shared section"},
 		{"http source without url", "pools:\n" + pool + "imap: {pool: shard}\nroutes: {sources: [{http: {}}]}\n", "routes.sources[0]: http: url: required"},
 		{"member misconfigured", "pools:\n  - {name: shard, protocol: imap, tls: none, members: [{address: \"10.0.0.1\"}]}\nimap: {pool: shard}\n", "pools[0]: members[0]: backends: address:"},
 	} {

@@ -123,6 +123,9 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	if err != nil {
 		return nil, err
 	}
+	if st != nil && cfg.Routes.Shared {
+		router.Share(st)
+	}
 	g.router = router
 	login := &proxy.Login{Validator: lv, Secrets: lv, Router: router}
 	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {

@@ -41,7 +41,7 @@ var (
 	// RouteSources and RouteResults are the label values of NameRouteLookups: the source
 	// that answered ("default": none knew the user, "none": the lookup failed) and how.
 	RouteSources = []string{"static", "hash", "http", "ldap", "default", "none"}
-	RouteResults = []string{"cached", "looked_up", "error"}
+	RouteResults = []string{"cached", "shared", "looked_up", "error"}
 )
 
 // Labels are the label values the emitting packages define: the SASL mechanisms the front
@@ -138,7 +138,7 @@ func New(labels Labels) *Metrics {
 		}, []string{"protocol", "pool", "member"}),
 		routeLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameRouteLookups,
-			Help: "Route lookups by the source that answered (static, hash, http, ldap; default: no source knew the user; none: the lookup failed) and result: cached, looked_up (a source was asked), error.",
+			Help: "Route lookups by the source that answered (static, hash, http, ldap; default: no source knew the user; none: the lookup failed) and result: cached, shared (another replica's answer, from the shared store), looked_up (a source was asked), error.",
 		}, []string{"source", "result"}),
 		sharedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameSharedCalls,
