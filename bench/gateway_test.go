@@ -224,9 +224,11 @@ func BenchmarkGatewayFetch(b *testing.B) {
 			defer c.c.Close()
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				c.cmd(b, "FETCH "+strconv.Itoa(size))
 			}
+			cpu.reportPerGB(b, size)
 		})
 	}
 }
@@ -245,8 +247,9 @@ func BenchmarkGatewayNOOP(b *testing.B) {
 // OAUTHBEARER, backend dial, splice, LOGOUT, close. "stub" accepts any token;
 // "pipelined" is stub with ID NIL and the AUTHENTICATE sent in one write; "resumed" is
 // stub resuming a TLS 1.3 session (tickets) on every login, failing if one does not;
-// "jwt" validates an RS256 JWT against a JWKS (introspect.Validator), with the
-// result cache on or off. There is no ES256 row: internal/demoissuer signs RS256 only.
+// "jwt" validates a JWT against a JWKS (introspect.Validator), signed RS256 (RSA-2048) or
+// ES256 (P-256), with the result cache on or off: cache=false verifies the signature on every
+// login, as a fresh token's first login does.
 func BenchmarkGatewayLogin(b *testing.B) {
 	b.Run("stub", func(b *testing.B) { benchLogin(b, newGateway(b, nil)) })
 	b.Run("pipelined", func(b *testing.B) {
@@ -263,13 +266,15 @@ func BenchmarkGatewayLogin(b *testing.B) {
 		g.resume = true
 		benchLogin(b, g)
 	})
-	for _, cached := range []bool{true, false} {
-		b.Run(fmt.Sprintf("jwt/cache=%t", cached), func(b *testing.B) {
-			v, token := jwtValidator(b, cached)
-			g := newGateway(b, v)
-			g.token = token
-			benchLogin(b, g)
-		})
+	for _, alg := range []string{"RS256", "ES256"} {
+		for _, cached := range []bool{true, false} {
+			b.Run(fmt.Sprintf("jwt/alg=%s/cache=%t", alg, cached), func(b *testing.B) {
+				v, token := jwtValidator(b, alg, cached)
+				g := newGateway(b, v)
+				g.token = token
+				benchLogin(b, g)
+			})
+		}
 	}
 }
 
@@ -337,11 +342,13 @@ func BenchmarkGatewayLoginRouted(b *testing.B) {
 
 func benchLogin(b *testing.B, g *gateway) {
 	b.ReportAllocs()
+	cpu := startCPU()
 	for b.Loop() {
 		c := g.login(b)
 		c.cmd(b, "LOGOUT")
 		c.c.Close()
 	}
+	cpu.reportPerOp(b, "cpu-ms/login")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logins/s")
 }
 
@@ -409,9 +416,11 @@ func serveScriptedLogin(ln net.Listener) {
 	}
 }
 
-func jwtValidator(tb testing.TB, cached bool) (*introspect.Validator, string) {
+// jwtValidator returns a Validator of the tokens of a demo issuer signing with alg, and one
+// such token.
+func jwtValidator(tb testing.TB, alg string, cached bool) (*introspect.Validator, string) {
 	hs := httptest.NewUnstartedServer(nil)
-	iss, err := demoissuer.New("http://"+hs.Listener.Addr().String(), nil)
+	iss, err := demoissuer.New("http://"+hs.Listener.Addr().String(), nil, demoissuer.WithAlgorithm(alg))
 	if err != nil {
 		tb.Fatal(err)
 	}

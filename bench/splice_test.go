@@ -31,6 +31,9 @@ import (
 type variant struct {
 	name  string
 	start func(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Reader, end func(up, down int64))
+	// coalesce: the gateway's TLS connection runs over relay.Coalesce, as a front end
+	// wraps its client socket.
+	coalesce bool
 }
 
 func blocking(f func(net.Conn, *bufio.Reader, net.Conn, *bufio.Reader) (int64, int64)) func(net.Conn, *bufio.Reader, net.Conn, *bufio.Reader, func(int64, int64)) {
@@ -41,11 +44,12 @@ func blocking(f func(net.Conn, *bufio.Reader, net.Conn, *bufio.Reader) (int64, i
 }
 
 var variants = []variant{
-	{"holding", blocking(spliceHolding)},
-	{"nohold", blocking(spliceNoHold)},
-	{"nohold64k", blocking(spliceNoHold64)},
-	{"parked", spliceParked},
-	{"relay", spliceRelay},
+	{"holding", blocking(spliceHolding), false},
+	{"nohold", blocking(spliceNoHold), false},
+	{"nohold64k", blocking(spliceNoHold64), false},
+	{"parked", spliceParked, false},
+	{"relay", spliceRelay, false},
+	{"relay-coalesce", spliceRelay, true},
 }
 
 // spliceRelay is proxy/relay itself, as proxy/imap starts it but without a
@@ -92,7 +96,7 @@ func newRig(tb testing.TB) *rig {
 	return r
 }
 
-func (r *rig) session(tb testing.TB) *session {
+func (r *rig) session(tb testing.TB, v variant) *session {
 	s := &session{ended: make(chan [2]int64, 1)}
 	raw, err := net.Dial("tcp", r.ln.Addr().String())
 	if err != nil {
@@ -101,6 +105,9 @@ func (r *rig) session(tb testing.TB) *session {
 	graw, err := r.ln.Accept()
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if v.coalesce {
+		graw = relay.Coalesce(graw)
 	}
 	s.client, s.gw = tls.Client(raw, r.clientTLS), tls.Server(graw, r.serverTLS)
 	errc := make(chan error, 1)
@@ -172,7 +179,7 @@ func TestSpliceVariants(t *testing.T) {
 	r := newRig(t)
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			s := r.session(t)
+			s := r.session(t, v)
 			io.WriteString(s.client, "b NOOP\r\n")
 			io.WriteString(s.peer, "* 1 EXISTS\r\n")
 			// Pipelined bytes already in the bufio.Readers when the splice starts.
@@ -273,7 +280,7 @@ func BenchmarkSpliceFetch(b *testing.B) {
 	r := newRig(b)
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
-			s := r.session(b)
+			s := r.session(b, v)
 			s.splice(v)
 			chunk := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB
 			go func() {
@@ -286,11 +293,13 @@ func BenchmarkSpliceFetch(b *testing.B) {
 			buf := make([]byte, len(chunk))
 			b.SetBytes(int64(len(chunk)))
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				if _, err := io.ReadFull(s.client, buf); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.reportPerGB(b, len(chunk))
 			s.close()
 			<-s.ended
 		})
@@ -302,17 +311,19 @@ func BenchmarkSpliceUpload(b *testing.B) {
 	r := newRig(b)
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
-			s := r.session(b)
+			s := r.session(b, v)
 			s.splice(v)
 			go io.Copy(io.Discard, s.peer)
 			chunk := bytes.Repeat([]byte("0123456789abcdef"), 4<<10)
 			b.SetBytes(int64(len(chunk)))
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				if _, err := s.client.Write(chunk); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.reportPerGB(b, len(chunk))
 			s.close()
 			<-s.ended
 		})
@@ -324,7 +335,7 @@ func BenchmarkSpliceRoundTrip(b *testing.B) {
 	r := newRig(b)
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
-			s := r.session(b)
+			s := r.session(b, v)
 			s.splice(v)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -360,7 +371,7 @@ var idleHeap = flag.String("idleheap", "", "BenchmarkSpliceIdle writes a heap pr
 func idleCost(b *testing.B, r *rig, v variant, n int) (heap, stack, goroutines float64) {
 	sessions := make([]*session, n)
 	for i := range sessions {
-		sessions[i] = r.session(b)
+		sessions[i] = r.session(b, v)
 	}
 	m0, g0 := memNow()
 	for _, s := range sessions {

@@ -27,7 +27,7 @@ func (i *Issuer) discoveryDocument() map[string]any {
 		"grant_types_supported":                 []string{"password"},
 		"response_types_supported":              []string{"token"},
 		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"id_token_signing_alg_values_supported": []string{i.alg},
 		"scopes_supported":                      []string{"openid", "email"},
 	}
 }

@@ -2,6 +2,8 @@ package demoissuer
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -27,7 +29,17 @@ const (
 	// DefaultScope is granted by the token endpoint when the request has no
 	// scope parameter (RFC 6749 §3.3 lets the server pick a default).
 	DefaultScope = "openid email"
+	// DefaultAlgorithm signs tokens with an RSA-2048 key, what most identity
+	// providers do; WithAlgorithm("ES256") signs with a P-256 key instead.
+	DefaultAlgorithm = "RS256"
 )
+
+// keyGenerators are the signing algorithms WithAlgorithm accepts, each with
+// the key it needs.
+var keyGenerators = map[string]func() (crypto.Signer, error){
+	"RS256": func() (crypto.Signer, error) { return rsa.GenerateKey(rand.Reader, 2048) },
+	"ES256": func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) },
+}
 
 // Issuer is an in-memory OpenID issuer. It is safe for concurrent use.
 type Issuer struct {
@@ -40,7 +52,8 @@ type Issuer struct {
 	now      func() time.Time
 	users    map[string][sha256.Size]byte // user → SHA-256(password)
 
-	key    *rsa.PrivateKey
+	alg    string
+	key    crypto.Signer
 	kid    string
 	signer jose.Signer
 
@@ -63,13 +76,17 @@ func WithAudience(aud string) Option { return func(i *Issuer) { i.audience = aud
 // a fixed instant (default time.Now).
 func WithNow(now func() time.Time) Option { return func(i *Issuer) { i.now = now } }
 
+// WithAlgorithm sets the JWS algorithm tokens are signed with, and so the
+// key New generates: "RS256" (RSA-2048, the default) or "ES256" (P-256).
+func WithAlgorithm(alg string) Option { return func(i *Issuer) { i.alg = alg } }
+
 // WithTTL sets the lifetime of issued tokens when Claims.TTL is zero and of
 // tokens from the token endpoint (default DefaultTTL).
 func WithTTL(ttl time.Duration) Option { return func(i *Issuer) { i.ttl = ttl } }
 
 // New returns an Issuer whose iss is issuerURL and whose token endpoint
-// accepts the given user → password pairs. It generates a fresh RSA-2048
-// signing key in memory. issuerURL must be an absolute http or https URL
+// accepts the given user → password pairs. It generates a fresh signing key
+// in memory: RSA-2048 unless WithAlgorithm says otherwise. issuerURL must be an absolute http or https URL
 // without query or fragment; Handler serves under its path.
 func New(issuerURL string, users map[string]string, opts ...Option) (*Issuer, error) {
 	i := &Issuer{
@@ -78,6 +95,7 @@ func New(issuerURL string, users map[string]string, opts ...Option) (*Issuer, er
 		domain:   DefaultDomain,
 		audience: DefaultAudience,
 		ttl:      DefaultTTL,
+		alg:      DefaultAlgorithm,
 		now:      time.Now,
 		users:    make(map[string][sha256.Size]byte, len(users)),
 	}
@@ -91,11 +109,11 @@ func New(issuerURL string, users map[string]string, opts ...Option) (*Issuer, er
 		i.users[u] = sha256.Sum256([]byte(p))
 	}
 
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := keyGenerators[i.alg]()
 	if err != nil {
 		return nil, fmt.Errorf("demoissuer: generate key: %w", err)
 	}
-	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.RS256), Use: "sig"}
+	pub := jose.JSONWebKey{Key: key.Public(), Algorithm: i.alg, Use: "sig"}
 	tp, err := pub.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("demoissuer: key thumbprint: %w", err)
@@ -106,7 +124,7 @@ func New(issuerURL string, users map[string]string, opts ...Option) (*Issuer, er
 
 	// RFC 9068 §2.1: typ "at+jwt" tells access tokens apart from ID tokens.
 	so := (&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), i.kid)
-	if i.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, so); err != nil {
+	if i.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(i.alg), Key: key}, so); err != nil {
 		return nil, fmt.Errorf("demoissuer: signer: %w", err)
 	}
 	if i.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}); err != nil {
@@ -141,6 +159,9 @@ func (i *Issuer) validate() error {
 	if i.ttl <= 0 {
 		errs = append(errs, fmt.Errorf("demoissuer: ttl: %v is not positive", i.ttl))
 	}
+	if _, ok := keyGenerators[i.alg]; !ok {
+		errs = append(errs, fmt.Errorf("demoissuer: algorithm %q: want RS256 or ES256", i.alg))
+	}
 	if i.now == nil {
 		errs = append(errs, errors.New("demoissuer: now: must not be nil"))
 	}
@@ -150,10 +171,13 @@ func (i *Issuer) validate() error {
 // URL returns the issuer identifier (the iss claim), exactly as given to New.
 func (i *Issuer) URL() string { return i.url }
 
-// Key returns the signing key, so tests can forge tokens the issuer would
-// never mint (other typ, alg or header fields) that still verify against
-// its JWKS.
-func (i *Issuer) Key() *rsa.PrivateKey { return i.key }
+// Key returns the signing key (*rsa.PrivateKey for RS256, *ecdsa.PrivateKey
+// for ES256), so tests can forge tokens the issuer would never mint (other
+// typ, alg or header fields) that still verify against its JWKS.
+func (i *Issuer) Key() crypto.Signer { return i.key }
+
+// Algorithm returns the JWS algorithm the issuer signs with.
+func (i *Issuer) Algorithm() string { return i.alg }
 
 // KeyID returns the kid of the signing key, its RFC 7638 SHA-256 thumbprint.
 func (i *Issuer) KeyID() string { return i.kid }
@@ -174,7 +198,7 @@ type Claims struct {
 	Extra map[string]any
 }
 
-// Mint signs an RFC 9068 JWT access token: header alg RS256, typ "at+jwt"
+// Mint signs an RFC 9068 JWT access token: header alg (Algorithm), typ "at+jwt"
 // and kid; claims iss, sub, aud, exp, iat, jti, client_id, and scope and
 // email when set, then Extra.
 func (i *Issuer) Mint(c Claims) (string, error) {

@@ -2,6 +2,7 @@ package demoissuer_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -97,7 +98,7 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 		t.Fatalf("jwks: %d keys, want 1", len(keys))
 	}
 	k := keys[0].(map[string]any)
-	pub := iss.Key().PublicKey
+	pub := iss.Key().Public().(*rsa.PublicKey)
 	n := base64.RawURLEncoding.EncodeToString(pub.N.Bytes())
 	e := base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
 	// RFC 7638 §3.1: SHA-256 over the required members in lexicographic order.
@@ -116,9 +117,13 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 }
 
 func TestGoOIDCAcceptsTokens(t *testing.T) {
-	for _, path := range []string{"", "/realms/demo"} {
-		t.Run("path="+path, func(t *testing.T) {
-			iss := start(t, path)
+	for _, tc := range []struct{ alg, path string }{{"RS256", ""}, {"RS256", "/realms/demo"}, {"ES256", ""}} {
+		path := tc.path
+		t.Run(tc.alg+"/path="+path, func(t *testing.T) {
+			iss := start(t, path, demoissuer.WithAlgorithm(tc.alg))
+			if iss.Algorithm() != tc.alg {
+				t.Fatalf("Algorithm() = %q, want %q", iss.Algorithm(), tc.alg)
+			}
 			ctx := context.Background()
 			provider, err := oidc.NewProvider(ctx, iss.URL())
 			if err != nil {
@@ -132,6 +137,11 @@ func TestGoOIDCAcceptsTokens(t *testing.T) {
 			}
 			granted := passwordGrant(t, iss, url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"wonderland"}})
 			for name, tok := range map[string]string{"minted": minted, "granted": granted.AccessToken} {
+				if jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tc.alg)}); err != nil {
+					t.Fatalf("%s: not signed %s: %v", name, tc.alg, err)
+				} else if h := jws.Signatures[0].Protected; h.KeyID != iss.KeyID() {
+					t.Errorf("%s: kid %q, want %q", name, h.KeyID, iss.KeyID())
+				}
 				idt, err := verifier.Verify(ctx, tok)
 				if err != nil {
 					t.Fatalf("%s: Verify: %v", name, err)
@@ -147,7 +157,7 @@ func TestGoOIDCAcceptsTokens(t *testing.T) {
 			}
 
 			// A key the issuer does not publish must be refused.
-			other := start(t, path)
+			other := start(t, path, demoissuer.WithAlgorithm(tc.alg))
 			forged, err := other.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": iss.URL()}})
 			if err != nil {
 				t.Fatal(err)
@@ -409,6 +419,7 @@ func TestNewRejects(t *testing.T) {
 		{"audience", "http://host", []demoissuer.Option{demoissuer.WithAudience("")}, "audience"},
 		{"ttl", "http://host", []demoissuer.Option{demoissuer.WithTTL(0)}, "ttl"},
 		{"now", "http://host", []demoissuer.Option{demoissuer.WithNow(nil)}, "now"},
+		{"algorithm", "http://host", []demoissuer.Option{demoissuer.WithAlgorithm("HS256")}, "algorithm"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,7 @@ type downstream struct {
 
 	mu     sync.Mutex
 	framer Framer
+	co     *coalescer    // collects the records of one write; nil without one under the TLS layer
 	bye    string        // to be written at the next boundary, once end is called
 	ended  chan struct{} // closed when the goodbye is written, or cannot be
 	done   bool          // nothing more is written
@@ -47,7 +48,7 @@ func (d *downstream) Write(p []byte) (int, error) {
 	if d.done {
 		return 0, net.ErrClosed
 	}
-	n, err := d.Conn.Write(p)
+	n, err := writeCoalesced(d.Conn, d.co, p)
 	d.framer.Feed(p[:n])
 	if err != nil {
 		d.finish()

@@ -63,7 +63,8 @@ type side string
 const (
 	sideTCP     side = "tcp"
 	sideTLS     side = "tls"
-	sideDribble side = "tls-dribble" // TLS whose records reach the gateway in random pieces
+	sideDribble side = "tls-dribble"  // TLS whose records reach the gateway in random pieces
+	sideCoal    side = "tls-coalesce" // TLS over Coalesce on the gateway's side, as a front end wraps a client
 )
 
 // connect returns a peer and the gateway's end of a connection to it. The
@@ -83,6 +84,9 @@ func connect(t *testing.T, s side, gatewayIsServer bool) (peer, gw net.Conn) {
 	}
 	srv, cli := spliceTLS()
 	var p, g *tls.Conn
+	if s == sideCoal {
+		gw = Coalesce(gw)
+	}
 	if gatewayIsServer {
 		p, g = tls.Client(peer, cli), tls.Server(gw, srv)
 	} else {
@@ -182,7 +186,7 @@ func splice(client net.Conn, cbr *bufio.Reader, backend net.Conn, bbr *bufio.Rea
 // come first.
 func TestSpliceIntegrity(t *testing.T) {
 	const size = 1 << 20
-	for _, cs := range []side{sideTCP, sideTLS, sideDribble} {
+	for _, cs := range []side{sideTCP, sideTLS, sideDribble, sideCoal} {
 		for _, bs := range []side{sideTCP, sideTLS} {
 			t.Run(string(cs)+"-"+string(bs), func(t *testing.T) {
 				client, gwc := connect(t, cs, true)
