@@ -10,7 +10,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // IMAPSession is a logged-in backend IMAP connection ready to splice. Its deadlines are
@@ -39,52 +38,22 @@ func (s *IMAPSession) Close() error { return s.Conn.Close() }
 // username and secret are checked before anything is sent. Errors wrap ErrRejected (the backend, or this package,
 // refused this login) or ErrUnavailable (anything else); neither ever contains a secret.
 func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*IMAPSession, error) {
-	if err := cfg.checkLogin("imap", user, secret); err != nil {
-		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: imap backend misconfigured", cause: err}
-	}
-	if cfg.Login == LoginXClient {
-		return nil, &loginError{kind: ErrUnavailable, msg: `backends: imap backend misconfigured: login "xclient" is for SMTP backends`}
-	}
-	cfg = cfg.withDefaults()
-	creds, err := cfg.credentials(user, secret)
+	cfg, creds, err := cfg.prepareLogin("imap", user, secret)
 	if err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: imap backend misconfigured", cause: err}
+		return nil, err
 	}
 	c := &imapClient{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
-	var tlsCfg *tls.Config
-	if cfg.TLS != "none" {
-		if tlsCfg, err = cfg.TLSConfig(); err != nil {
-			return nil, c.unavailable("tls config", err)
+	var sess *IMAPSession
+	err = dial(ctx, cfg, "imap", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
+		c.ctx = ctx
+		var err error
+		if sess, err = c.run(raw, tlsCfg); err != nil {
+			return nil, err
 		}
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.D())
-	defer cancel()
-	c.ctx = ctx
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", cfg.Address)
+		return sess.Conn, nil
+	})
 	if err != nil {
-		return nil, c.unavailable("dial", err)
-	}
-	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	sess, err := c.run(raw, tlsCfg)
-	if stopped := stop(); err == nil && !stopped {
-		err = c.unavailable("login", nil) // ctx ended as the login completed
-	}
-	if err != nil {
-		_ = raw.Close()
 		return nil, err
-	}
-	if err := sess.Conn.SetDeadline(time.Time{}); err != nil {
-		_ = raw.Close()
-		return nil, c.unavailable("clear deadline", err)
 	}
 	return sess, nil
 }

@@ -2,6 +2,7 @@ package backends
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,8 +13,9 @@ import (
 	"github.com/saslgate/saslgate/proxy/sasl"
 )
 
-// What DialIMAP and DialSMTP share: their error kinds, the checks made before anything is
-// sent, and the redaction of backend text.
+// What the dialers (DialIMAP, DialPOP3, DialSieve, DialSMTP) share: their error kinds, the
+// checks made before anything is sent, the dial within the timeout, and the redaction of
+// backend text.
 
 var (
 	// ErrUnavailable is wrapped by errors that leave the backend unusable for now: dial, TLS,
@@ -202,6 +204,70 @@ func (c Config) MasterSecret() (Secret, error) {
 		return "", fmt.Errorf("backends: master_secret_file %s is not one line of text (NUL or several lines)", c.MasterSecretFile)
 	}
 	return Secret(s), nil
+}
+
+// prepareLogin makes the checks of a login before anything is sent (the username and secret,
+// the configuration; login "xclient" is for SMTP only) and returns the configuration with its
+// defaults and what the login sends.
+func (c Config) prepareLogin(protocol, user string, secret Secret) (Config, credentials, error) {
+	if err := c.checkLogin(protocol, user, secret); err != nil {
+		return c, credentials{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, credentials{}, misconfigured(protocol, err)
+	}
+	if c.Login == LoginXClient && protocol != "smtp" {
+		return c, credentials{}, &loginError{kind: ErrUnavailable, msg: fmt.Sprintf(`backends: %s backend misconfigured: login "xclient" is for SMTP backends`, protocol)}
+	}
+	c = c.withDefaults()
+	creds, err := c.credentials(user, secret)
+	if err != nil {
+		return c, credentials{}, misconfigured(protocol, err)
+	}
+	return c, creds, nil
+}
+
+func misconfigured(protocol string, err error) error {
+	return &loginError{kind: ErrUnavailable, msg: "backends: " + protocol + " backend misconfigured", cause: err}
+}
+
+// dial connects to cfg.Address and runs session on the connection, all within cfg.Timeout
+// and ctx: the connection's deadline is the timeout's, and passes at once when ctx ends.
+// session gets that context and the TLS configuration (nil for tls "none"), and returns the
+// connection the session goes on with (the socket, or TLS over it), whose deadline dial then
+// clears; nil when none goes on. On error the socket is closed.
+func dial(ctx context.Context, cfg Config, protocol string, session func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error)) error {
+	var tlsCfg *tls.Config
+	if cfg.TLS != "none" {
+		var err error
+		if tlsCfg, err = cfg.TLSConfig(); err != nil {
+			return unavailable(context.Background(), cfg, protocol, "tls config", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.D())
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", cfg.Address)
+	if err != nil {
+		return unavailable(ctx, cfg, protocol, "dial", err)
+	}
+	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
+	deadline, _ := ctx.Deadline()
+	_ = raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+	conn, err := session(ctx, raw, tlsCfg)
+	if stopped := stop(); err == nil && (!stopped || ctx.Err() != nil) {
+		err = unavailable(ctx, cfg, protocol, "login", ctx.Err()) // ctx ended as the login completed
+	}
+	if err == nil && conn != nil {
+		if err = conn.SetDeadline(time.Time{}); err != nil {
+			err = unavailable(ctx, cfg, protocol, "clear deadline", err)
+		}
+	}
+	if err != nil {
+		_ = raw.Close()
+	}
+	return err
 }
 
 // unavailable is the ErrUnavailable error for a failed stage of a dial within ctx; a timeout

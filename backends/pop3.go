@@ -11,7 +11,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // POP3Session is a logged-in backend POP3 connection (TRANSACTION state, RFC 1939 §5) ready
@@ -58,56 +57,26 @@ const (
 // the RFC 2449 codes [IN-USE] and [LOGIN-DELAY], which say the login may work later);
 // neither ever contains a secret.
 func DialPOP3(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*POP3Session, error) {
-	if err := cfg.checkLogin("pop3", user, secret); err != nil {
+	cfg, creds, err := cfg.prepareLogin("pop3", user, secret)
+	if err != nil {
 		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: pop3 backend misconfigured", cause: err}
-	}
-	if cfg.Login == LoginXClient {
-		return nil, &loginError{kind: ErrUnavailable, msg: `backends: pop3 backend misconfigured: login "xclient" is for SMTP backends`}
 	}
 	if cfg.Login == LoginLogin && strings.ContainsAny(secret.Reveal(), "\r\n") {
 		// PASS carries the secret on a command line of its own (RFC 1939 §7).
 		return nil, &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: not sent to the pop3 backend: secret for %q contains CR or LF, which PASS cannot carry", user)}
 	}
-	cfg = cfg.withDefaults()
-	creds, err := cfg.credentials(user, secret)
-	if err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: pop3 backend misconfigured", cause: err}
-	}
 	c := &pop3Client{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
-	var tlsCfg *tls.Config
-	if cfg.TLS != "none" {
-		if tlsCfg, err = cfg.TLSConfig(); err != nil {
-			return nil, c.unavailable("tls config", err)
+	var sess *POP3Session
+	err = dial(ctx, cfg, "pop3", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
+		c.ctx = ctx
+		var err error
+		if sess, err = c.run(raw, tlsCfg); err != nil {
+			return nil, err
 		}
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.D())
-	defer cancel()
-	c.ctx = ctx
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", cfg.Address)
+		return sess.Conn, nil
+	})
 	if err != nil {
-		return nil, c.unavailable("dial", err)
-	}
-	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	sess, err := c.run(raw, tlsCfg)
-	if stopped := stop(); err == nil && !stopped {
-		err = c.unavailable("login", nil) // ctx ended as the login completed
-	}
-	if err != nil {
-		_ = raw.Close()
 		return nil, err
-	}
-	if err := sess.Conn.SetDeadline(time.Time{}); err != nil {
-		_ = raw.Close()
-		return nil, c.unavailable("clear deadline", err)
 	}
 	return sess, nil
 }

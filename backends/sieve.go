@@ -2,7 +2,6 @@ package backends
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -12,7 +11,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/saslgate/saslgate/internal/sievewire"
 )
 
 // The bounds of what a ManageSieve backend may send to DialSieve and ProbeSieve.
@@ -68,27 +68,13 @@ func (s *SieveSession) Close() error { return s.Conn.Close() }
 // backend, or this package, refused this login) or ErrUnavailable (anything else, NO (TRYLATER)
 // included); neither ever contains a secret.
 func DialSieve(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*SieveSession, error) {
-	if err := cfg.checkLogin("sieve", user, secret); err != nil {
-		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: sieve backend misconfigured", cause: err}
-	}
-	if cfg.Login == LoginXClient {
-		return nil, &loginError{kind: ErrUnavailable, msg: `backends: sieve backend misconfigured: login "xclient" is for SMTP backends`}
-	}
-	cfg = cfg.withDefaults()
-	creds, err := cfg.credentials(user, secret)
+	cfg, creds, err := cfg.prepareLogin("sieve", user, secret)
 	if err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: sieve backend misconfigured", cause: err}
+		return nil, err
 	}
 	c := &sieveClient{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
 	if err := c.run(ctx, c.login); err != nil {
 		return nil, err
-	}
-	if err := c.conn.SetDeadline(time.Time{}); err != nil {
-		c.conn.Close()
-		return nil, c.unavailable("clear deadline", err)
 	}
 	return &SieveSession{Conn: c.conn, Reader: c.br, Capabilities: c.caps}, nil
 }
@@ -98,7 +84,7 @@ func DialSieve(ctx context.Context, cfg Config, user string, secret Secret, clie
 // wrap ErrUnavailable.
 func ProbeSieve(ctx context.Context, cfg Config) ([]SieveCapability, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: sieve backend misconfigured", cause: err}
+		return nil, misconfigured("sieve", err)
 	}
 	c := &sieveClient{cfg: cfg.withDefaults()}
 	err := c.run(ctx, func() error {
@@ -139,41 +125,18 @@ func (c *sieveClient) unavailable(stage string, err error) error {
 }
 
 // run dials, secures the connection, reads the greeting and then runs steps, within
-// cfg.Timeout and ctx. On error the connection is closed.
+// cfg.Timeout and ctx (dial). On error the connection is closed.
 func (c *sieveClient) run(ctx context.Context, steps func() error) error {
-	var tlsCfg *tls.Config
-	if c.cfg.TLS != "none" {
-		var err error
-		if tlsCfg, err = c.cfg.TLSConfig(); err != nil {
-			return c.unavailable("tls config", err)
+	return dial(ctx, c.cfg, "sieve", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
+		c.ctx, c.conn = ctx, raw
+		if err := c.open(tlsCfg); err != nil {
+			return nil, err
 		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout.D())
-	defer cancel()
-	c.ctx = ctx
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", c.cfg.Address)
-	if err != nil {
-		return c.unavailable("dial", err)
-	}
-	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	c.conn = raw
-	err = c.open(tlsCfg)
-	if err == nil {
-		err = steps()
-	}
-	if stopped := stop(); err == nil && !stopped {
-		err = c.unavailable("login", nil) // ctx ended as the login completed
-	}
-	if err != nil {
-		_ = raw.Close()
-		return err
-	}
-	return nil
+		if err := steps(); err != nil {
+			return nil, err
+		}
+		return c.conn, nil
+	})
 }
 
 // open runs the TLS handshake of tls "implicit", reads the greeting, and runs STARTTLS for tls
@@ -443,15 +406,8 @@ func sieveString(s string) string {
 	return "{" + strconv.Itoa(len(s)) + "+}\r\n" + s
 }
 
-// sieveItem is one item of a ManageSieve server line: an atom, a string (quoted or literal),
-// or a parenthesis.
-type sieveItem struct {
-	kind byte // 'a' atom, 's' string, '(' or ')'
-	s    string
-}
-
 // sieveLine is one logical line from a ManageSieve server, its literals read.
-type sieveLine []sieveItem
+type sieveLine []sievewire.Item
 
 // sieveResponse is a response-oknobye (RFC 5804 §4): "OK" / "NO" / "BYE", an optional
 // response code and an optional human-readable string.
@@ -475,23 +431,23 @@ func (r sieveResponse) String() string {
 
 // response returns l as a response when it starts with OK, NO or BYE.
 func (l sieveLine) response() (sieveResponse, bool) {
-	if len(l) == 0 || l[0].kind != 'a' {
+	if len(l) == 0 || l[0].Kind != 'a' {
 		return sieveResponse{}, false
 	}
-	kind := strings.ToUpper(l[0].s)
+	kind := strings.ToUpper(l[0].S)
 	if kind != "OK" && kind != "NO" && kind != "BYE" {
 		return sieveResponse{}, false
 	}
 	r := sieveResponse{kind: kind}
 	rest := l[1:]
-	if len(rest) > 0 && rest[0].kind == '(' {
+	if len(rest) > 0 && rest[0].Kind == '(' {
 		// resp-code = atom [SP string] / extension data, which may nest parentheses: only
 		// the atom matters here; the rest is skipped up to the matching parenthesis.
-		if len(rest) > 1 && rest[1].kind == 'a' {
-			r.code = strings.ToUpper(rest[1].s)
+		if len(rest) > 1 && rest[1].Kind == 'a' {
+			r.code = strings.ToUpper(rest[1].S)
 		}
 		for depth := 0; len(rest) > 0; {
-			switch rest[0].kind {
+			switch rest[0].Kind {
 			case '(':
 				depth++
 			case ')':
@@ -503,8 +459,8 @@ func (l sieveLine) response() (sieveResponse, bool) {
 			}
 		}
 	}
-	if len(rest) > 0 && rest[0].kind == 's' {
-		r.text = rest[0].s
+	if len(rest) > 0 && rest[0].Kind == 's' {
+		r.text = rest[0].S
 	}
 	return r, true
 }
@@ -512,20 +468,20 @@ func (l sieveLine) response() (sieveResponse, bool) {
 // capability returns l as a capability line: a string name and an optional string value.
 func (l sieveLine) capability() (SieveCapability, error) {
 	switch {
-	case len(l) == 1 && l[0].kind == 's':
-		return SieveCapability{Name: l[0].s}, nil
-	case len(l) == 2 && l[0].kind == 's' && l[1].kind == 's':
-		return SieveCapability{Name: l[0].s, Value: l[1].s, HasValue: true}, nil
+	case len(l) == 1 && l[0].Kind == 's':
+		return SieveCapability{Name: l[0].S}, nil
+	case len(l) == 2 && l[0].Kind == 's' && l[1].Kind == 's':
+		return SieveCapability{Name: l[0].S, Value: l[1].S, HasValue: true}, nil
 	}
 	return SieveCapability{}, errors.New("not a capability line")
 }
 
 // challenge returns l as a SASL challenge: one string (RFC 5804 §2.1).
 func (l sieveLine) challenge() (string, error) {
-	if len(l) != 1 || l[0].kind != 's' {
+	if len(l) != 1 || l[0].Kind != 's' {
 		return "", errors.New("expected a challenge string or OK, NO or BYE")
 	}
-	return l[0].s, nil
+	return l[0].S, nil
 }
 
 // readSieveLine reads one logical line from a ManageSieve server: its items, with the
@@ -540,7 +496,7 @@ func readSieveLine(br *bufio.Reader) (sieveLine, error) {
 		if err != nil {
 			return nil, err
 		}
-		n, rest, isLit, err := tokenizeSieve(raw, &items)
+		n, rest, isLit, err := sievewire.Tokenize(raw, (*[]sievewire.Item)(&items))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %.80q", err, rest)
 		}
@@ -560,76 +516,6 @@ func readSieveLine(br *bufio.Reader) (sieveLine, error) {
 			}
 			return nil, err
 		}
-		items = append(items, sieveItem{kind: 's', s: string(lit)})
+		items = append(items, sievewire.Item{Kind: 's', S: string(lit)})
 	}
-}
-
-// tokenizeSieve appends the items of one physical line to items. When the line ends with a
-// literal announcement, it returns the literal's length and isLit; the literal's data and
-// the rest of the logical line follow on the wire. On error, rest is where it stopped.
-func tokenizeSieve(b []byte, items *sieveLine) (n int, rest []byte, isLit bool, err error) {
-	for len(b) > 0 {
-		switch c := b[0]; {
-		case c == ' ':
-			b = b[1:]
-		case c == '(' || c == ')':
-			*items = append(*items, sieveItem{kind: c})
-			b = b[1:]
-		case c == '"':
-			var sb strings.Builder
-			i := 1
-			for ; i < len(b) && b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
-					if i == len(b) || (b[i] != '"' && b[i] != '\\') {
-						return 0, b, false, errors.New("bad escape in quoted string")
-					}
-				} else if b[i] == 0 {
-					return 0, b, false, errors.New("NUL in quoted string")
-				}
-				sb.WriteByte(b[i])
-			}
-			if i == len(b) {
-				return 0, b, false, errors.New("unterminated quoted string")
-			}
-			*items = append(*items, sieveItem{kind: 's', s: sb.String()})
-			b = b[i+1:]
-		case c == '{':
-			end := bytes.IndexByte(b, '}')
-			if end != len(b)-1 {
-				return 0, b, false, errors.New("literal announcement not at the end of the line")
-			}
-			digits := bytes.TrimSuffix(b[1:end], []byte("+"))
-			v, perr := strconv.ParseUint(string(digits), 10, 32)
-			if perr != nil || len(digits) == 0 || len(digits) > 10 {
-				return 0, b, false, errors.New("bad literal announcement")
-			}
-			return int(v), nil, true, nil
-		case c < 0x20 || c == 0x7f:
-			return 0, b, false, errors.New("control character")
-		default:
-			i := 0
-			for i < len(b) && isSieveAtomChar(b[i]) {
-				i++
-			}
-			if i == 0 {
-				return 0, b, false, errors.New("unexpected character")
-			}
-			*items = append(*items, sieveItem{kind: 'a', s: string(b[:i])})
-			b = b[i:]
-		}
-	}
-	return 0, nil, false, nil
-}
-
-// isSieveAtomChar: ATOM-CHAR, any CHAR but the atom-specials "(", ")", "{", SP, CTL and the
-// quoted-specials DQUOTE and backslash (RFC 5804 §4).
-func isSieveAtomChar(c byte) bool {
-	switch {
-	case c <= ' ' || c >= 0x7f:
-		return false
-	case c == '(' || c == ')' || c == '{' || c == '"' || c == '\\':
-		return false
-	}
-	return true
 }

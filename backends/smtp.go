@@ -72,17 +72,11 @@ var reportedExtensions = []string{
 // With cfg.ForwardClientAddress and a backend offering XCLIENT ADDR, client's address goes
 // first in XCLIENT ADDR= PORT= (together with LOGIN= for login "xclient").
 func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret, client Client) (*SMTPSession, error) {
-	if err := cfg.checkLogin("smtp", user, secret); err != nil {
+	cfg, creds, err := cfg.prepareLogin("smtp", user, secret)
+	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
-	}
-	d := &smtpDial{cfg: cfg.withDefaults(), user: user, client: client}
-	creds, err := d.cfg.credentials(user, secret)
-	if err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
-	}
+	d := &smtpDial{cfg: cfg, user: user, client: client}
 	switch d.cfg.Login {
 	case LoginXClient:
 	case LoginToken:
@@ -101,7 +95,7 @@ func DialSMTP(ctx context.Context, cfg Config, user string, secret Secret, clien
 // Errors wrap ErrUnavailable.
 func ProbeSMTP(ctx context.Context, cfg Config) (Extensions, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, &loginError{kind: ErrUnavailable, msg: "backends: smtp backend misconfigured", cause: err}
+		return nil, misconfigured("smtp", err)
 	}
 	d := &smtpDial{cfg: cfg.withDefaults()}
 	sess, err := d.run(ctx, nil)
@@ -134,36 +128,18 @@ func (d *smtpDial) unavailable(stage string, err error) error {
 
 // run dials and runs the session setup; login, if not nil, authenticates go-smtp's client.
 func (d *smtpDial) run(ctx context.Context, login func(*smtp.Client) error) (*SMTPSession, error) {
-	var tlsCfg *tls.Config
-	if d.cfg.TLS != "none" {
+	var sess *SMTPSession
+	err := dial(ctx, d.cfg, "smtp", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
+		d.ctx = ctx
+		deadline, _ := ctx.Deadline()
 		var err error
-		if tlsCfg, err = d.cfg.TLSConfig(); err != nil {
-			return nil, d.unavailable("tls config", err)
+		if sess, err = d.session(raw, tlsCfg, deadline, login); err != nil {
+			return nil, err
 		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout.D())
-	defer cancel()
-	d.ctx = ctx
-	var nd net.Dialer
-	raw, err := nd.DialContext(ctx, "tcp", d.cfg.Address)
+		return d.conn, nil
+	})
 	if err != nil {
-		return nil, d.unavailable("dial", err)
-	}
-	// Deadline first, then the cancellation hook, so a cancellation is never overwritten.
-	deadline, _ := ctx.Deadline()
-	_ = raw.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	sess, err := d.session(raw, tlsCfg, deadline, login)
-	if stopped := stop(); err == nil && (!stopped || ctx.Err() != nil) {
-		err = d.unavailable("login", ctx.Err()) // ctx ended as the login completed
-	}
-	if err != nil {
-		_ = raw.Close()
 		return nil, err
-	}
-	if err := d.conn.SetDeadline(time.Time{}); err != nil {
-		_ = raw.Close()
-		return nil, d.unavailable("clear deadline", err)
 	}
 	return sess, nil
 }

@@ -7,32 +7,27 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/saslgate/saslgate/internal/sievewire"
 )
 
 // maxSieveQuoted is the longest quoted string a client sends (RFC 5804 §4: quoted =
 // DQUOTE *1024QUOTED-CHAR DQUOTE); a longer one goes as a non-synchronising literal.
 const maxSieveQuoted = 1024
 
-// sieveItem is one item of a ManageSieve server line: an atom ('a'), a string, quoted or
-// literal ('s'), or a parenthesis.
-type sieveItem struct {
-	kind byte
-	s    string
-}
-
 // sieveLine is one logical server line, its literals read.
 type sieveLine struct {
-	items []sieveItem
+	items []sievewire.Item
 	text  string // as the server sent it, literals inline, for messages
 }
 
 // response returns the kind of a response-oknobye (RFC 5804 §4), OK, NO or BYE, and whether
 // the line is one.
 func (l sieveLine) response() (kind string, ok bool) {
-	if len(l.items) == 0 || l.items[0].kind != 'a' {
+	if len(l.items) == 0 || l.items[0].Kind != 'a' {
 		return "", false
 	}
-	kind = strings.ToUpper(l.items[0].s)
+	kind = strings.ToUpper(l.items[0].S)
 	return kind, kind == "OK" || kind == "NO" || kind == "BYE"
 }
 
@@ -40,10 +35,10 @@ func (l sieveLine) response() (kind string, ok bool) {
 // string value, as "NAME value".
 func (l sieveLine) capability() (string, bool) {
 	switch {
-	case len(l.items) == 1 && l.items[0].kind == 's':
-		return l.items[0].s, true
-	case len(l.items) == 2 && l.items[0].kind == 's' && l.items[1].kind == 's':
-		return strings.TrimSpace(l.items[0].s + " " + l.items[1].s), true
+	case len(l.items) == 1 && l.items[0].Kind == 's':
+		return l.items[0].S, true
+	case len(l.items) == 2 && l.items[0].Kind == 's' && l.items[1].Kind == 's':
+		return strings.TrimSpace(l.items[0].S + " " + l.items[1].S), true
 	}
 	return "", false
 }
@@ -57,7 +52,7 @@ func (s *session) sieveRead() (sieveLine, error) {
 		if err != nil {
 			return l, err
 		}
-		n, isLit, err := tokenizeSieve(line, &l.items)
+		n, _, isLit, err := sievewire.Tokenize([]byte(line), &l.items)
 		switch {
 		case err != nil:
 			return l, fmt.Errorf("probe: not a ManageSieve line (%v): %.100q", err, s.redact(line))
@@ -79,66 +74,9 @@ func (s *session) sieveRead() (sieveLine, error) {
 		if s.opts.Transcript != nil {
 			fmt.Fprintf(s.opts.Transcript, "S: %s\n", s.redact(quoted))
 		}
-		l.items = append(l.items, sieveItem{kind: 's', s: string(lit)})
+		l.items = append(l.items, sievewire.Item{Kind: 's', S: string(lit)})
 		l.text += line[:strings.LastIndexByte(line, '{')] + quoted
 	}
-}
-
-// tokenizeSieve appends the items of one physical line to items; when the line ends with a
-// literal announcement, it returns the literal's length and isLit.
-func tokenizeSieve(b string, items *[]sieveItem) (n int, isLit bool, err error) {
-	for len(b) > 0 {
-		switch c := b[0]; {
-		case c == ' ':
-			b = b[1:]
-		case c == '(' || c == ')':
-			*items = append(*items, sieveItem{kind: c})
-			b = b[1:]
-		case c == '"':
-			var sb strings.Builder
-			i := 1
-			for ; i < len(b) && b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					if i++; i == len(b) || (b[i] != '"' && b[i] != '\\') {
-						return 0, false, errors.New("bad escape in a quoted string")
-					}
-				}
-				sb.WriteByte(b[i])
-			}
-			if i == len(b) {
-				return 0, false, errors.New("unterminated quoted string")
-			}
-			*items = append(*items, sieveItem{kind: 's', s: sb.String()})
-			b = b[i+1:]
-		case c == '{':
-			digits, ok := strings.CutSuffix(b[1:], "}")
-			digits = strings.TrimSuffix(digits, "+")
-			v, err := strconv.ParseUint(digits, 10, 31)
-			if !ok || err != nil {
-				return 0, false, errors.New("bad literal announcement")
-			}
-			return int(v), true, nil
-		case c < 0x20 || c == 0x7f:
-			return 0, false, errors.New("control character")
-		default:
-			i := 0
-			for i < len(b) && isSieveAtomChar(b[i]) {
-				i++
-			}
-			if i == 0 {
-				return 0, false, errors.New("unexpected character")
-			}
-			*items = append(*items, sieveItem{kind: 'a', s: b[:i]})
-			b = b[i:]
-		}
-	}
-	return 0, false, nil
-}
-
-// isSieveAtomChar: ATOM-CHAR, any CHAR but the atom-specials "(", ")", "{", SP, CTL and the
-// quoted-specials DQUOTE and backslash (RFC 5804 §4).
-func isSieveAtomChar(c byte) bool {
-	return c > ' ' && c < 0x7f && !strings.ContainsRune(`(){"\`, rune(c))
 }
 
 // sieveCapabilities reads a capability response (RFC 5804 §1.7: capability lines, then OK)
@@ -295,10 +233,10 @@ func (s *session) sieveAuth(caps []string) error {
 
 // sieveChallenge returns a line that is one string: a SASL challenge.
 func sieveChallenge(l sieveLine) (string, bool) {
-	if len(l.items) != 1 || l.items[0].kind != 's' {
+	if len(l.items) != 1 || l.items[0].Kind != 's' {
 		return "", false
 	}
-	return l.items[0].s, true
+	return l.items[0].S, true
 }
 
 // sieveDone interprets the response that completes AUTHENTICATE: OK, or NO with the RFC 5804

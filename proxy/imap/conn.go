@@ -1,44 +1,36 @@
 package imap
 
 import (
-	"bufio"
-	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/relay"
+	"github.com/saslgate/saslgate/proxy/internal/frontend"
 	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/binding"
 )
 
-// errLogout ends the session after LOGOUT, errSpliced after a relayed session.
-var (
-	errLogout  = errors.New("imap: logout")
-	errSpliced = errors.New("imap: spliced session ended")
-)
+// errLogout ends the session after LOGOUT.
+var errLogout = errors.New("imap: logout")
 
 // run drives the not-authenticated state until the client logs out, fails,
 // or authenticates and the spliced session ends.
 func (c *conn) run() error {
 	cfg := c.s.Config
 	deadline := time.Now().Add(cfg.preauthTimeout())
-	c.raw.SetDeadline(deadline)
+	c.Raw.SetDeadline(deadline)
 	if c.s.Listener.TLS == proxy.TLSImplicit {
 		if err := c.startTLS(deadline); err != nil {
 			return err
 		}
 	} else {
-		c.setStream(c.raw)
+		c.SetStream(c.Raw)
 	}
 	c.writef("* OK [CAPABILITY %s] saslgate ready", c.capabilities())
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		return err
 	}
 	for {
@@ -54,21 +46,21 @@ func (c *conn) run() error {
 			}
 			continue
 		case err != nil:
-			if isTimeout(err) {
-				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-				if c.ending.Load() {
-					c.bw.WriteString(byeShutdown)
+			if frontend.IsTimeout(err) {
+				c.NC.SetWriteDeadline(time.Now().Add(time.Second))
+				if c.Ending() {
+					c.BW.WriteString(byeShutdown)
 				} else {
 					c.writef("* BYE Autologout; authentication took too long")
 				}
-				c.bw.Flush()
+				c.BW.Flush()
 			}
 			return err
 		}
 		if err := c.handle(cmd, deadline); err != nil {
 			return err
 		}
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 	}
@@ -76,41 +68,28 @@ func (c *conn) run() error {
 
 func (c *conn) reader() *commandReader {
 	return &commandReader{
-		br:         c.br,
+		br:         c.BR,
 		maxLine:    orInt(c.s.Config.MaxLineLength, DefaultMaxLineLength),
 		maxLiteral: orInt(c.s.Config.MaxLiteralSize, DefaultMaxLiteralSize),
 		ready: func() error {
 			c.writef("+ Ready for literal data")
-			return c.bw.Flush()
+			return c.BW.Flush()
 		},
 	}
-}
-
-func (c *conn) setStream(nc net.Conn) {
-	c.nc = nc
-	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriterSize(nc, 4096)
 }
 
 // startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
 // connection back its pre-authentication deadline.
 func (c *conn) startTLS(preauth time.Time) error {
-	cfg, served := binding.ServerConfig(c.s.tlsConfig)
-	tc := tls.Server(c.raw, cfg)
-	c.raw.SetDeadline(c.s.Listener.HandshakeDeadline(preauth))
-	if err := tc.Handshake(); err != nil {
+	if err := c.StartTLS(c.s.fe.TLSConfig(), c.s.Listener, preauth); err != nil {
 		return fmt.Errorf("imap: TLS handshake: %w", err)
 	}
-	c.raw.SetDeadline(preauth)
-	st := tc.ConnectionState()
-	c.tls, c.bnd = true, proxy.Conn{TLS: &st, Served: served}
-	c.setStream(tc)
 	return nil
 }
 
 func (c *conn) writef(format string, args ...any) {
-	fmt.Fprintf(c.bw, format, args...)
-	c.bw.WriteString("\r\n")
+	fmt.Fprintf(c.BW, format, args...)
+	c.BW.WriteString("\r\n")
 }
 
 // badCommand answers BAD and hangs up once a client has sent too many: before
@@ -123,16 +102,16 @@ func (c *conn) badCommand(tag, text string) error {
 	c.bad++
 	if c.bad >= orInt(c.s.Config.MaxBadCommands, DefaultMaxBadCommands) {
 		c.writef("* BYE Too many invalid commands")
-		c.bw.Flush()
+		c.BW.Flush()
 		return errors.New("imap: too many invalid commands")
 	}
-	return c.bw.Flush()
+	return c.BW.Flush()
 }
 
 // capabilities is the pre-authentication CAPABILITY list. Before TLS on a
 // STARTTLS listener, no AUTH= and LOGINDISABLED (RFC 9051 §6.2.3).
 func (c *conn) capabilities() string {
-	if !c.tls {
+	if !c.TLS {
 		return "IMAP4rev1 SASL-IR ID STARTTLS LOGINDISABLED"
 	}
 	caps := "IMAP4rev1 SASL-IR ID AUTH=OAUTHBEARER AUTH=XOAUTH2"
@@ -161,7 +140,7 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		}
 		c.writef("* BYE Logging out")
 		c.writef("%s OK LOGOUT completed", cmd.tag)
-		c.bw.Flush()
+		c.BW.Flush()
 		return errLogout
 	case "ID":
 		if err := checkID(cmd.args); err != nil {
@@ -173,17 +152,17 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		if len(cmd.args) != 0 {
 			return c.badCommand(cmd.tag, "STARTTLS takes no arguments")
 		}
-		if c.tls || c.s.Listener.TLS != proxy.TLSStartTLS {
+		if c.TLS || c.s.Listener.TLS != proxy.TLSStartTLS {
 			return c.badCommand(cmd.tag, "STARTTLS not available")
 		}
 		c.writef("%s OK Begin TLS negotiation now", cmd.tag)
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 		// Anything the client sent behind STARTTLS came in the clear and may
 		// be an injection (CVE-2011-0411): drop it.
-		if n := c.br.Buffered(); n > 0 {
-			c.log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
+		if n := c.BR.Buffered(); n > 0 {
+			c.Log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
 		}
 		return c.startTLS(deadline)
 	case "AUTHENTICATE":
@@ -227,7 +206,7 @@ func checkID(args []token) error {
 
 // login handles LOGIN: refused unless the access token may be the password.
 func (c *conn) login(cmd *command, deadline time.Time) error {
-	if !c.tls {
+	if !c.TLS {
 		c.writef("%s NO [PRIVACYREQUIRED] Use STARTTLS first", cmd.tag)
 		return nil
 	}
@@ -243,8 +222,8 @@ func (c *conn) login(cmd *command, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer a.cancel()
-	if err := a.auth(creds); err != nil {
+	defer a.Cancel()
+	if err := a.Auth(creds); err != nil {
 		return c.authFailed(cmd.tag, a, err)
 	}
 	return c.loggedIn(cmd.tag, a)
@@ -252,42 +231,19 @@ func (c *conn) login(cmd *command, deadline time.Time) error {
 
 // attempt is one authentication attempt of the login pipeline and the backend session it
 // opened.
-type attempt struct {
-	proxy.Attempt
-	c       *conn
-	ctx     context.Context
-	cancel  context.CancelFunc
-	session *backends.IMAPSession
-}
+type attempt = frontend.Attempt[*backends.IMAPSession]
 
-// begin starts an attempt after the failed-authentication delay; a delay that outlasts the
-// pre-authentication time, or a shutdown during it, ends the connection unanswered.
+// begin starts an attempt after the failed-authentication delay (frontend.Begin).
 func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
-	a := &attempt{c: c, Attempt: proxy.Attempt{
-		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
-		Client: c.client, Log: c.log, Observer: c.obs,
-	}}
-	a.Dial = func(ctx context.Context, r backends.Route, secret backends.Secret) (err error) {
-		a.session, err = c.s.dial(ctx, r, secret, c.client)
-		return err
-	}
-	if err := c.s.Login.Wait(&a.Attempt, deadline, c.s.sessions.Done()); err != nil {
-		c.s.Login.Finish(&a.Attempt, err)
-		return nil, err
-	}
-	// The preauth deadline also bounds the IdP and backend work for this login.
-	a.ctx, a.cancel = context.WithDeadline(context.Background(), deadline)
-	return a, nil
-}
-
-// auth is the mechanisms' proxy/sasl Authenticator: the login pipeline.
-func (a *attempt) auth(creds sasl.Credentials) error {
-	return a.c.s.Login.Run(a.ctx, &a.Attempt, creds)
+	return frontend.Begin(c.s.Login, proxy.Attempt{
+		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.Bind,
+		Client: c.Client, Log: c.Log, Observer: c.Obs,
+	}, deadline, c.s.fe.Sessions.Done(), c.s.dial)
 }
 
 // authenticate runs AUTHENTICATE (RFC 9051 §6.2.2, SASL-IR RFC 4959).
 func (c *conn) authenticate(cmd *command, deadline time.Time) error {
-	if !c.tls {
+	if !c.TLS {
 		c.writef("%s NO [PRIVACYREQUIRED] Use STARTTLS first", cmd.tag)
 		return nil
 	}
@@ -304,10 +260,10 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer a.cancel()
-	srv := sasl.NewOAuthBearer(a.auth)
+	defer a.Cancel()
+	srv := sasl.NewOAuthBearer(a.Auth)
 	if mech == sasl.XOAuth2 {
-		srv = sasl.NewXOAuth2(a.auth)
+		srv = sasl.NewXOAuth2(a.Auth)
 	}
 	var resp []byte // nil: no initial response
 	if len(cmd.args) == 2 {
@@ -325,7 +281,7 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 			return c.loggedIn(cmd.tag, a)
 		}
 		c.writef("+ %s", base64.StdEncoding.EncodeToString(chal))
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 		// Both mechanisms' only non-empty challenge is the error challenge.
@@ -337,12 +293,12 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 			if replyBy.After(deadline) {
 				replyBy = deadline
 			}
-			c.nc.SetReadDeadline(replyBy)
+			c.NC.SetReadDeadline(replyBy)
 		}
-		line, err := readLine(c.br, orInt(c.s.Config.MaxLineLength, DefaultMaxLineLength))
-		c.nc.SetReadDeadline(deadline)
+		line, err := readLine(c.BR, orInt(c.s.Config.MaxLineLength, DefaultMaxLineLength))
+		c.NC.SetReadDeadline(deadline)
 		switch {
-		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || isTimeout(err)):
+		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || frontend.IsTimeout(err)):
 			// Any reply, or none, ends a failed exchange: never a new attempt.
 			_, _, err = srv.Next([]byte{})
 			return c.authFailed(cmd.tag, a, err)
@@ -377,37 +333,22 @@ func decodeResponse(s string) ([]byte, error) {
 // loggedIn answers the successful authentication with the backend's
 // post-authentication capabilities and relays the session.
 func (c *conn) loggedIn(tag string, a *attempt) error {
-	sess := a.session
+	sess := a.Session
 	o := c.s.Login.Finish(&a.Attempt, nil)
-	c.log = c.log.With("user", o.Identity.User)
-	c.authed = true
-	c.obs.SessionAuthenticated()
+	c.LoggedIn(o.Identity.User)
 	if len(sess.Capabilities) > 0 {
 		c.writef("%s OK [CAPABILITY %s] Logged in", tag, strings.Join(sess.Capabilities, " "))
 	} else {
 		c.writef("%s OK Logged in", tag)
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		sess.Close()
 		return err
 	}
-	c.raw.SetDeadline(time.Time{})
-	// The login's context, its deadline timer and what it held for the IdP and
-	// backend calls would otherwise live as long as the session.
-	a.cancel()
-	// Hand the readers to the splice and keep no reference, so their buffers
-	// are freed once drained rather than held for the session's life.
-	cbr, bbr := c.br, sess.Reader
-	c.br, c.bw, sess.Reader = nil, nil, nil
-	c.mu.Lock()
-	c.backend = sess.Conn
-	c.spliced = relay.Start(c.nc, cbr, sess.Conn, bbr, &responseBoundary{}, c.spliceEnded)
-	sp := c.spliced
-	c.mu.Unlock()
-	if c.ending.Load() { // End came during the login: it found no spliced session to end
-		sp.End(byeShutdown)
-	}
-	return errSpliced
+	a.Cancel()
+	bbr := sess.Reader
+	sess.Reader = nil // the splice's: its buffer is freed once drained
+	return c.Splice(sess.Conn, bbr, &responseBoundary{})
 }
 
 // failureReplies is the IMAP column of DESIGN.md's error table (RFC 5530 response codes),
@@ -429,9 +370,4 @@ func (c *conn) authFailed(tag string, a *attempt, err error) error {
 	}
 	c.writef("%s %s", tag, failureReplies[o.Kind])
 	return nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

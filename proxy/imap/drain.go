@@ -2,7 +2,6 @@ package imap
 
 import (
 	"bytes"
-	"time"
 
 	"github.com/saslgate/saslgate/proxy/relay"
 )
@@ -13,9 +12,6 @@ const byeShutdown = "* BYE Server shutting down, please reconnect\r\n"
 // byeLost is the last line of a session whose backend went away without a BYE of its own
 // (DESIGN.md's error table; RFC 9051 §7.1.5: the server is closing the connection).
 const byeLost = "* BYE Backend connection lost\r\n"
-
-// endWait bounds how long End waits for a session not yet logged in to see its BYE and close.
-const endWait = 2 * time.Second
 
 // responseBoundary is the relay.Framer of a spliced IMAP session. It follows the server's
 // output (RFC 9051 §2.2.2, §4.3): CRLF-ended lines, where a line ending in "{n}" (or

@@ -2,29 +2,24 @@ package pop3
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/relay"
+	"github.com/saslgate/saslgate/proxy/internal/frontend"
 	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/binding"
 )
 
-// errQuit, errTooManyBad and errSpliced end a connection's AUTHORIZATION state: QUIT, too
-// many bad commands, or a login whose splice took the connection over. errLineTooLong is a
-// line over Config.MaxLineLength, answered -ERR.
+// errQuit and errTooManyBad end a connection's AUTHORIZATION state: QUIT, or too many bad
+// commands (a login ends it with frontend.ErrSpliced). errLineTooLong is a line over
+// Config.MaxLineLength, answered -ERR.
 var (
 	errQuit        = errors.New("pop3: quit")
 	errTooManyBad  = errors.New("pop3: too many invalid commands")
-	errSpliced     = errors.New("pop3: spliced session ended")
 	errLineTooLong = errors.New("pop3: line too long")
 )
 
@@ -44,16 +39,16 @@ const (
 // splice takes the connection over. One deadline bounds the whole state.
 func (c *conn) run() error {
 	deadline := time.Now().Add(c.s.Config.preauthTimeout())
-	c.raw.SetDeadline(deadline)
+	c.Raw.SetDeadline(deadline)
 	if c.s.Listener.TLS == proxy.TLSImplicit {
 		if err := c.startTLS(deadline); err != nil {
 			return err
 		}
 	} else {
-		c.setStream(c.raw)
+		c.SetStream(c.Raw)
 	}
 	c.reply(greeting)
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		return err
 	}
 	return c.serve(deadline)
@@ -62,19 +57,19 @@ func (c *conn) run() error {
 // serve reads and answers commands until the connection ends.
 func (c *conn) serve(deadline time.Time) error {
 	for {
-		line, err := readLine(c.br, c.s.Config.maxLineLength())
+		line, err := readLine(c.BR, c.s.Config.maxLineLength())
 		switch {
 		case errors.Is(err, errLineTooLong):
 			err = c.badCommand("Line too long")
 		case err != nil:
-			if isTimeout(err) {
-				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-				if c.ending.Load() {
+			if frontend.IsTimeout(err) {
+				c.NC.SetWriteDeadline(time.Now().Add(time.Second))
+				if c.Ending() {
 					c.reply(replyShutdown)
 				} else {
 					c.reply(replyTimeout)
 				}
-				c.bw.Flush()
+				c.BW.Flush()
 			}
 			return err
 		default:
@@ -83,38 +78,25 @@ func (c *conn) serve(deadline time.Time) error {
 		if err != nil {
 			return err
 		}
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 	}
 }
 
-func (c *conn) setStream(nc net.Conn) {
-	c.nc = nc
-	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriterSize(nc, 4096)
-}
-
 // startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
 // connection back its pre-authentication deadline.
 func (c *conn) startTLS(preauth time.Time) error {
-	cfg, served := binding.ServerConfig(c.s.tlsConfig)
-	tc := tls.Server(c.raw, cfg)
-	c.raw.SetDeadline(c.s.Listener.HandshakeDeadline(preauth))
-	if err := tc.Handshake(); err != nil {
+	if err := c.StartTLS(c.s.fe.TLSConfig(), c.s.Listener, preauth); err != nil {
 		return fmt.Errorf("pop3: TLS handshake: %w", err)
 	}
-	c.raw.SetDeadline(preauth)
-	st := tc.ConnectionState()
-	c.tls, c.bnd = true, proxy.Conn{TLS: &st, Served: served}
-	c.setStream(tc)
 	return nil
 }
 
 // reply writes one reply line; the text never holds the client's bytes.
 func (c *conn) reply(line string) {
-	c.bw.WriteString(line)
-	c.bw.WriteString("\r\n")
+	c.BW.WriteString(line)
+	c.BW.WriteString("\r\n")
 }
 
 // badCommand answers -ERR and counts the command; the client that reaches
@@ -124,7 +106,7 @@ func (c *conn) badCommand(text string) error {
 	c.bad++
 	if c.bad >= c.s.Config.maxBadCommands() {
 		c.reply(replyTooManyBad)
-		c.bw.Flush()
+		c.BW.Flush()
 		return errTooManyBad
 	}
 	c.reply("-ERR " + text)
@@ -137,10 +119,10 @@ func (c *conn) badCommand(text string) error {
 // the login; a CAPA after the login reaches the backend and gets its own list.
 func (c *conn) capabilities() []string {
 	var caps []string
-	if !c.tls && c.s.Listener.TLS == proxy.TLSStartTLS {
+	if !c.TLS && c.s.Listener.TLS == proxy.TLSStartTLS {
 		caps = append(caps, "STLS")
 	}
-	if c.tls {
+	if c.TLS {
 		caps = append(caps, "SASL "+sasl.OAuthBearer+" "+sasl.XOAuth2)
 		if c.s.Config.AllowTokenAsPassword {
 			caps = append(caps, "USER")
@@ -174,7 +156,7 @@ func (c *conn) handle(line string, deadline time.Time) error {
 			return c.badCommand("QUIT takes no arguments")
 		}
 		c.reply("+OK Bye")
-		c.bw.Flush()
+		c.BW.Flush()
 		return errQuit
 	case "STLS":
 		return c.stls(args, deadline)
@@ -216,19 +198,19 @@ func (c *conn) stls(args string, deadline time.Time) error {
 	switch {
 	case args != "":
 		return c.badCommand("STLS takes no arguments")
-	case c.tls:
+	case c.TLS:
 		return c.badCommand("TLS is already active")
 	case c.s.Listener.TLS != proxy.TLSStartTLS:
 		return c.badCommand("STLS is not available")
 	}
 	c.reply("+OK Begin TLS negotiation now")
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		return err
 	}
 	// Anything the client sent behind STLS came in the clear and may be an injection
 	// (CVE-2011-0411): the reader holding it is dropped.
-	if n := c.br.Buffered(); n > 0 {
-		c.log.Warn("discarded plaintext sent after STLS", "bytes", n)
+	if n := c.BR.Buffered(); n > 0 {
+		c.Log.Warn("discarded plaintext sent after STLS", "bytes", n)
 	}
 	return c.startTLS(deadline)
 }
@@ -237,7 +219,7 @@ func (c *conn) stls(args string, deadline time.Time) error {
 // 2595 §4 and DESIGN.md: nothing that carries a credential before STLS.
 func (c *conn) refusePassword() bool {
 	switch {
-	case !c.tls:
+	case !c.TLS:
 		c.reply("-ERR Use STLS first")
 	case !c.s.Config.AllowTokenAsPassword:
 		c.reply("-ERR USER and PASS are disabled; use AUTH OAUTHBEARER or XOAUTH2")
@@ -253,8 +235,8 @@ func (c *conn) pass(user, token string, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer a.cancel()
-	if err := a.auth(sasl.Credentials{Mechanism: "LOGIN", AuthzID: user, Token: token, CBFlag: 'n'}); err != nil {
+	defer a.Cancel()
+	if err := a.Auth(sasl.Credentials{Mechanism: "LOGIN", AuthzID: user, Token: token, CBFlag: 'n'}); err != nil {
 		return c.authFailed(a, err)
 	}
 	return c.loggedIn(a)
@@ -262,44 +244,21 @@ func (c *conn) pass(user, token string, deadline time.Time) error {
 
 // attempt is one authentication attempt of the login pipeline and the backend session it
 // opened.
-type attempt struct {
-	proxy.Attempt
-	c       *conn
-	ctx     context.Context
-	cancel  context.CancelFunc
-	session *backends.POP3Session
-}
+type attempt = frontend.Attempt[*backends.POP3Session]
 
-// begin starts an attempt after the failed-authentication delay; a delay that outlasts the
-// pre-authentication time, or a shutdown during it, ends the connection unanswered.
+// begin starts an attempt after the failed-authentication delay (frontend.Begin).
 func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
 	c.attempts++
-	a := &attempt{c: c, Attempt: proxy.Attempt{
-		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
-		Client: c.client, Log: c.log, Observer: c.obs, Number: c.attempts,
-	}}
-	a.Dial = func(ctx context.Context, r backends.Route, secret backends.Secret) (err error) {
-		a.session, err = c.s.dial(ctx, r, secret, c.client)
-		return err
-	}
-	if err := c.s.Login.Wait(&a.Attempt, deadline, c.s.sessions.Done()); err != nil {
-		c.s.Login.Finish(&a.Attempt, err)
-		return nil, err
-	}
-	// The preauth deadline also bounds the IdP and backend work for this login.
-	a.ctx, a.cancel = context.WithDeadline(context.Background(), deadline)
-	return a, nil
-}
-
-// auth is the mechanisms' proxy/sasl Authenticator: the login pipeline.
-func (a *attempt) auth(creds sasl.Credentials) error {
-	return a.c.s.Login.Run(a.ctx, &a.Attempt, creds)
+	return frontend.Begin(c.s.Login, proxy.Attempt{
+		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.Bind,
+		Client: c.Client, Log: c.Log, Observer: c.Obs, Number: c.attempts,
+	}, deadline, c.s.fe.Sessions.Done(), c.s.dial)
 }
 
 // auth runs AUTH (RFC 5034 §4): a mechanism and an optional initial response ("=" for an
 // empty one), then "+ " challenges and base64 responses until the exchange ends; "*" cancels.
 func (c *conn) auth(args string, deadline time.Time) error {
-	if !c.tls {
+	if !c.TLS {
 		// RFC 2595 §4; not [AUTH] (RFC 3206 §4), which would tell the client its
 		// credentials are wrong.
 		c.reply("-ERR Use STLS first")
@@ -318,10 +277,10 @@ func (c *conn) auth(args string, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer a.cancel()
-	srv := sasl.NewOAuthBearer(a.auth)
+	defer a.Cancel()
+	srv := sasl.NewOAuthBearer(a.Auth)
 	if mech == sasl.XOAuth2 {
-		srv = sasl.NewXOAuth2(a.auth)
+		srv = sasl.NewXOAuth2(a.Auth)
 	}
 	var resp []byte // nil: no initial response
 	if len(fields) == 2 {
@@ -341,7 +300,7 @@ func (c *conn) auth(args string, deadline time.Time) error {
 		}
 		// RFC 5034 §4: the empty challenge is exactly "+ ".
 		c.reply("+ " + base64.StdEncoding.EncodeToString(chal))
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 		// Both mechanisms' only non-empty challenge is the error challenge.
@@ -353,12 +312,12 @@ func (c *conn) auth(args string, deadline time.Time) error {
 			if replyBy.After(deadline) {
 				replyBy = deadline
 			}
-			c.nc.SetReadDeadline(replyBy)
+			c.NC.SetReadDeadline(replyBy)
 		}
-		line, err := readLine(c.br, c.s.Config.maxLineLength())
-		c.nc.SetReadDeadline(deadline)
+		line, err := readLine(c.BR, c.s.Config.maxLineLength())
+		c.NC.SetReadDeadline(deadline)
 		switch {
-		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || isTimeout(err)):
+		case errorChallenge && (err == nil || errors.Is(err, errLineTooLong) || frontend.IsTimeout(err)):
 			// Any reply, or none, ends a failed exchange: never a new attempt.
 			_, _, err = srv.Next([]byte{})
 			return c.authFailed(a, err)
@@ -392,36 +351,20 @@ func decodeResponse(s string) ([]byte, error) {
 }
 
 // loggedIn answers the successful login and relays the session: the client's bytes pipelined
-// behind it, still in c.br, go to the backend first.
+// behind it, still in c.BR, go to the backend first.
 func (c *conn) loggedIn(a *attempt) error {
-	sess := a.session
+	sess := a.Session
 	o := c.s.Login.Finish(&a.Attempt, nil)
-	c.log = c.log.With("user", o.Identity.User)
-	c.mu.Lock()
-	c.state = stateRelaying
-	c.mu.Unlock()
-	c.obs.SessionAuthenticated()
+	c.LoggedIn(o.Identity.User)
 	c.reply("+OK Logged in.")
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		sess.Close()
 		return err
 	}
-	c.raw.SetDeadline(time.Time{})
-	// The login's context, its deadline timer and what it held for the IdP and backend
-	// calls would otherwise live as long as the session.
-	a.cancel()
-	// Hand the readers to the splice and keep no reference, so their buffers are freed once
-	// drained rather than held for the session's life.
-	cbr, bbr := c.br, sess.Reader
-	c.br, c.bw, sess.Reader = nil, nil, nil
-	c.mu.Lock()
-	c.backend = sess.Conn
-	c.spliced = relay.Start(c.nc, cbr, sess.Conn, bbr, nil, c.spliceEnded)
-	c.mu.Unlock()
-	if c.ending.Load() { // End came during the login: it closed what it found; close the rest
-		c.Abort()
-	}
-	return errSpliced
+	a.Cancel()
+	bbr := sess.Reader
+	sess.Reader = nil // the splice's: its buffer is freed once drained
+	return c.Splice(sess.Conn, bbr, nil)
 }
 
 // failureReplies is the POP3 column of DESIGN.md's error table (RFC 3206 response codes), by
@@ -474,9 +417,4 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 		line = line[:n-1]
 	}
 	return line, nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

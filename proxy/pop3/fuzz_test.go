@@ -143,19 +143,22 @@ func FuzzSession(f *testing.F) {
 			Dial: func(context.Context, string, backends.Secret) (*backends.POP3Session, error) {
 				return nil, fmt.Errorf("fuzz: %w", backends.ErrUnavailable)
 			},
-			tlsConfig: tlsConfig,
+			TLSConfig: tlsConfig,
+		}
+		if err := s.fe.InitTLS(s.Listener, s.TLSConfig); err != nil {
+			t.Fatal(err)
 		}
 		fc := &fuzzConn{in: strings.NewReader(in)}
-		c := s.newConn(fc, proxy.NopObserver{})
-		c.tls = mode&1 != 0 // as if STLS were done
+		c := s.newConn(fc, "fuzz-1", proxy.NopObserver{}).(*conn)
+		c.TLS = mode&1 != 0 // as if STLS were done
 		released := 0
 		c.Serve(func() { released++ })
 
 		if released != 1 || !fc.closed {
 			t.Fatalf("released %d times, closed %v; want once, closed", released, fc.closed)
 		}
-		if c.state != stateAuthorization {
-			t.Fatalf("state %d after a session whose logins all fail", c.state)
+		if c.Authed() {
+			t.Fatal("logged in after a session whose logins all fail")
 		}
 		out := fc.out.String()
 		if !strings.HasSuffix(out, "\r\n") {

@@ -1,22 +1,15 @@
 package pop3
 
 import (
-	"bufio"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/relay"
+	"github.com/saslgate/saslgate/proxy/internal/frontend"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -40,19 +33,10 @@ type Server struct {
 	// backend logins and relayed bytes (internal/metrics implements it).
 	Observer proxy.Observer
 
-	nextID    atomic.Uint64
-	initTLS   sync.Once
-	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
-	tlsErr    error
-	sessions  proxy.Tracker
+	fe frontend.Server
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
+func (s *Server) logger() *slog.Logger { return frontend.Logger(s.Logger) }
 
 func (s *Server) dial(ctx context.Context, r backends.Route, secret backends.Secret, client backends.Client) (*backends.POP3Session, error) {
 	if s.Dial != nil {
@@ -70,160 +54,39 @@ func (s *Server) Serve(ln net.Listener) error {
 	case s.Login == nil || s.Login.Router == nil:
 		return errors.New("pop3: Server.Login with a Router is required")
 	}
-	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
-	if s.tlsErr != nil {
-		return fmt.Errorf("pop3: %w", s.tlsErr)
-	}
-	log := s.logger().With("listener", s.Listener.Name)
-	obs := cmp.Or(s.Observer, proxy.Observer(proxy.NopObserver{}))
-	// RFC 2449 §8.1 and RFC 3206 §4: a refusal that may pass is [SYS/TEMP].
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "-ERR [SYS/TEMP] %s\r\n", TLSConfig: s.tlsConfig, Log: log, Observer: obs}
-	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session { return s.newConn(nc, obs) })
-	if err != nil && !errors.Is(err, ErrServerClosed) {
-		return fmt.Errorf("pop3: accept: %w", err)
-	}
-	return err
+	return s.fe.Serve(ln, frontend.Listen{
+		Protocol: Protocol.Name, Listener: s.Listener, TLSConfig: s.TLSConfig, Limits: s.Limits,
+		// RFC 2449 §8.1 and RFC 3206 §4: a refusal that may pass is [SYS/TEMP].
+		Refusal: "-ERR [SYS/TEMP] %s\r\n", Logger: s.Logger, Observer: s.Observer,
+	}, s.newConn)
 }
 
-func (s *Server) newConn(nc net.Conn, obs proxy.Observer) *conn {
-	return &conn{
-		s:        s,
-		obs:      obs,
-		id:       fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1)),
-		raw:      nc,
-		nc:       nc,
-		remote:   nc.RemoteAddr().String(),
-		finished: make(chan struct{}),
-		client: backends.Client{
-			Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
-			Local: proxy.ClientAddrPort(nc.LocalAddr()),
-		},
-	}
+// newConn is the session of an accepted connection. A spliced session has no goodbye at the
+// end of a drain, and closes at once: POP3 has no unsolicited server line (RFC 1939 §3), and
+// which responses are multi-line depends on the client's commands, so no goodbye can be
+// placed between two responses; the client sees the connection close, as for a lost backend
+// (DESIGN.md's error table). One not yet logged in gets replyShutdown at its next read.
+func (s *Server) newConn(nc net.Conn, id string, obs proxy.Observer) proxy.Session {
+	return &conn{s: s, Conn: frontend.NewConn(nc, id, s.logger(), s.Listener.Name, obs, "")}
 }
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done,
 // then closes those left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.sessions.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Sessions.Shutdown(ctx) }
 
 // Close stops accepting and closes every session at once.
-func (s *Server) Close() error { return s.sessions.Close() }
+func (s *Server) Close() error { return s.fe.Sessions.Close() }
 
-// state is where a connection stands.
-type state uint8
-
-const (
-	stateAuthorization state = iota // RFC 1939 §4: before a login
-	stateRelaying                   // logged in: the splice has the connection
-)
-
-// conn is one client connection.
+// conn is one client connection: the AUTHORIZATION state of RFC 1939 §4.
 type conn struct {
-	s      *Server
-	id     string
-	remote string
-	client backends.Client // the client's address and the one it connected to
-	log    *slog.Logger
-	obs    proxy.Observer
-
-	raw net.Conn // the accepted socket
-	nc  net.Conn // raw, or TLS over it
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	tls bool
-	bnd proxy.Conn // what the credentials are checked against (TLS state, served certificate)
+	frontend.Conn
+	s   *Server
 	bad int
 	// user is the name of a USER the command just before gave (RFC 1939 §7: PASS comes
 	// right after USER).
 	user     string
 	attempts int // authentication attempts so far, for the route sources
-
-	mu      sync.Mutex
-	state   state
-	backend net.Conn       // set while spliced, closed by Abort
-	spliced *relay.Session // set while spliced
-	release func()         // ends the session for the Tracker
-
-	ending   atomic.Bool   // End was called: a read timeout means shutdown
-	finished chan struct{} // closed when Serve returns
 }
 
-// Abort closes the client and backend connections (proxy.Session).
-func (c *conn) Abort() {
-	c.mu.Lock()
-	sp, be := c.spliced, c.backend
-	c.mu.Unlock()
-	if sp != nil {
-		sp.Abort() // first: it takes parked directions back while their sockets are open
-	}
-	c.raw.Close()
-	if be != nil {
-		be.Close()
-	}
-}
-
-// endWait bounds how long End waits for a session not yet logged in to see its last line and
-// close.
-const endWait = 2 * time.Second
-
-// End ends the connection for a drain (proxy.Session). One not yet logged in gets
-// errShutdown's line at its next read. A spliced session closes at once: POP3 has no
-// unsolicited server line (RFC 1939 §3), and which responses are multi-line depends on the
-// client's commands, so no goodbye can be placed between two responses; the client sees the
-// connection close, as for a lost backend (DESIGN.md's error table).
-func (c *conn) End() {
-	c.ending.Store(true)
-	c.mu.Lock()
-	relaying := c.state == stateRelaying
-	c.mu.Unlock()
-	if !relaying {
-		t := time.NewTimer(endWait)
-		defer t.Stop()
-		_ = c.raw.SetReadDeadline(time.Now())
-		select {
-		case <-c.finished:
-		case <-t.C:
-		}
-	}
-	c.Abort()
-}
-
-// Serve runs the connection (proxy.Session). Once logged in, the session goes on in the
-// splice, which ends it (c.spliceEnded); Serve returns before that.
-func (c *conn) Serve(release func()) {
-	c.release = release
-	c.obs.SessionStarted()
-	c.log = c.s.logger().With("conn", c.id, "listener", c.s.Listener.Name, "remote", c.remote)
-	spliced := false
-	defer func() {
-		if v := recover(); v != nil {
-			c.log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
-		}
-		if !spliced {
-			c.finish()
-		}
-	}()
-	err := c.run()
-	if errors.Is(err, errSpliced) {
-		spliced = true
-		return
-	}
-	c.log.Debug("connection ended", "reason", err)
-}
-
-// finish closes everything and ends the session for the Tracker.
-func (c *conn) finish() {
-	c.Abort()
-	c.mu.Lock()
-	authed := c.state == stateRelaying
-	c.mu.Unlock()
-	c.obs.SessionEnded(authed)
-	close(c.finished)
-	c.release()
-}
-
-// spliceEnded is the end of a logged-in session.
-func (c *conn) spliceEnded(up, down int64) {
-	c.log.Info("session ended", "bytes_up", up, "bytes_down", down)
-	c.obs.Relayed(up, down)
-	c.finish()
-}
+// Serve runs the connection (proxy.Session).
+func (c *conn) Serve(release func()) { c.Run(release, c.run) }

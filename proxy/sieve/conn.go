@@ -1,27 +1,19 @@
 package sieve
 
 import (
-	"bufio"
-	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/relay"
+	"github.com/saslgate/saslgate/proxy/internal/frontend"
 	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/binding"
 )
 
-// errLogout ends the session after LOGOUT, errSpliced after a relayed session.
-var (
-	errLogout  = errors.New("sieve: logout")
-	errSpliced = errors.New("sieve: spliced session ended")
-)
+// errLogout ends the session after LOGOUT.
+var errLogout = errors.New("sieve: logout")
 
 // The lines saslgate ends a session with (RFC 5804 §1.3: TRYLATER, a temporary failure, in
 // a NO or BYE response).
@@ -33,29 +25,26 @@ const (
 	byeTimeout = `BYE "Autologout; authentication took too long."` + "\r\n"
 )
 
-// endWait bounds how long End waits for a session not yet logged in to see its BYE and close.
-const endWait = 2 * time.Second
-
 // run drives the not-authenticated state until the client logs out, fails, or authenticates
 // and the spliced session ends.
 func (c *conn) run() error {
 	deadline := time.Now().Add(c.s.Config.preauthTimeout())
-	c.raw.SetDeadline(deadline)
+	c.Raw.SetDeadline(deadline)
 	switch {
 	case c.plainTLS != nil:
-		c.tls, c.bnd = true, proxy.Conn{TLS: c.plainTLS}
-		c.setStream(c.raw)
+		c.TLS, c.Bind = true, proxy.Conn{TLS: c.plainTLS}
+		c.SetStream(c.Raw)
 	case c.s.Listener.TLS == proxy.TLSImplicit:
 		if err := c.startTLS(deadline); err != nil {
 			return err
 		}
 	default:
-		c.setStream(c.raw)
+		c.SetStream(c.Raw)
 	}
 	// RFC 5804 §1.7: the greeting is the capability response.
-	c.bw.WriteString(c.s.capabilities(c.tls))
+	c.BW.WriteString(c.s.capabilities(c.TLS))
 	c.writeln(`OK "saslgate ready."`)
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		return err
 	}
 	for {
@@ -73,7 +62,7 @@ func (c *conn) run() error {
 		if err := c.handle(cmd, deadline); err != nil {
 			return err
 		}
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 	}
@@ -87,51 +76,38 @@ func (c *conn) inputError(err error) (done bool, _ error) {
 	switch {
 	case errors.Is(err, errFatal) && errors.As(err, &bad):
 		c.writeln("BYE " + sieveString(bad.text))
-		c.bw.Flush()
+		c.BW.Flush()
 		return true, err
 	case errors.As(err, &bad):
 		return c.badCommand(bad.text) != nil, err
-	case isTimeout(err):
-		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		if c.ending.Load() {
-			c.bw.WriteString(byeShutdown)
+	case frontend.IsTimeout(err):
+		c.NC.SetWriteDeadline(time.Now().Add(time.Second))
+		if c.Ending() {
+			c.BW.WriteString(byeShutdown)
 		} else {
-			c.bw.WriteString(byeTimeout)
+			c.BW.WriteString(byeTimeout)
 		}
-		c.bw.Flush()
+		c.BW.Flush()
 	}
 	return true, err
 }
 
 func (c *conn) reader() *lineReader {
-	return &lineReader{br: c.br, maxLine: c.s.Config.maxLineLength(), maxLiteral: c.s.Config.maxLiteralSize()}
-}
-
-func (c *conn) setStream(nc net.Conn) {
-	c.nc = nc
-	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriterSize(nc, 4096)
+	return &lineReader{br: c.BR, maxLine: c.s.Config.maxLineLength(), maxLiteral: c.s.Config.maxLiteralSize()}
 }
 
 // startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
 // connection back its pre-authentication deadline.
 func (c *conn) startTLS(preauth time.Time) error {
-	cfg, served := binding.ServerConfig(c.s.tlsConfig)
-	tc := tls.Server(c.raw, cfg)
-	c.raw.SetDeadline(c.s.Listener.HandshakeDeadline(preauth))
-	if err := tc.Handshake(); err != nil {
+	if err := c.StartTLS(c.s.fe.TLSConfig(), c.s.Listener, preauth); err != nil {
 		return fmt.Errorf("sieve: TLS handshake: %w", err)
 	}
-	c.raw.SetDeadline(preauth)
-	st := tc.ConnectionState()
-	c.tls, c.bnd = true, proxy.Conn{TLS: &st, Served: served}
-	c.setStream(tc)
 	return nil
 }
 
 func (c *conn) writeln(s string) {
-	c.bw.WriteString(s)
-	c.bw.WriteString("\r\n")
+	c.BW.WriteString(s)
+	c.BW.WriteString("\r\n")
 }
 
 // badCommand answers NO and hangs up with BYE once a client has sent too many: before
@@ -141,10 +117,10 @@ func (c *conn) badCommand(text string) error {
 	c.bad++
 	if c.bad >= c.s.Config.maxBadCommands() {
 		c.writeln(`BYE "Too many invalid commands."`)
-		c.bw.Flush()
+		c.BW.Flush()
 		return errors.New("sieve: too many invalid commands")
 	}
-	return c.bw.Flush()
+	return c.BW.Flush()
 }
 
 // handle runs one command of the not-authenticated state (RFC 5804 §2).
@@ -154,7 +130,7 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		if len(cmd.args) != 0 {
 			return c.badCommand("CAPABILITY takes no arguments")
 		}
-		c.bw.WriteString(c.s.capabilities(c.tls))
+		c.BW.WriteString(c.s.capabilities(c.TLS))
 		c.writeln(`OK "Capability completed."`)
 	case "NOOP":
 		// RFC 5804 §2.13: NOOP [string]; the string comes back in a TAG response code.
@@ -172,29 +148,29 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 		}
 		// RFC 5804 §2.3: the server answers, then closes.
 		c.writeln(`OK "Logout completed."`)
-		c.bw.Flush()
+		c.BW.Flush()
 		return errLogout
 	case "STARTTLS":
 		if len(cmd.args) != 0 {
 			return c.badCommand("STARTTLS takes no arguments")
 		}
-		if c.tls || c.s.Listener.TLS != proxy.TLSStartTLS {
+		if c.TLS || c.s.Listener.TLS != proxy.TLSStartTLS {
 			return c.badCommand("STARTTLS not available")
 		}
 		c.writeln(`OK "Begin TLS negotiation now."`)
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 		// Anything the client sent behind STARTTLS came in the clear and may be an injection
 		// (CVE-2011-0411): dropped with the old reader.
-		if n := c.br.Buffered(); n > 0 {
-			c.log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
+		if n := c.BR.Buffered(); n > 0 {
+			c.Log.Warn("discarded plaintext sent after STARTTLS", "bytes", n)
 		}
 		if err := c.startTLS(deadline); err != nil {
 			return err
 		}
 		// RFC 5804 §2.2: after the handshake the server sends its capabilities, unasked.
-		c.bw.WriteString(c.s.capabilities(c.tls))
+		c.BW.WriteString(c.s.capabilities(c.TLS))
 		c.writeln(`OK "TLS negotiation successful."`)
 	case "AUTHENTICATE":
 		return c.authenticate(cmd, deadline)
@@ -209,37 +185,14 @@ func (c *conn) handle(cmd *command, deadline time.Time) error {
 
 // attempt is one authentication attempt of the login pipeline and the backend session it
 // opened.
-type attempt struct {
-	proxy.Attempt
-	c       *conn
-	ctx     context.Context
-	cancel  context.CancelFunc
-	session *backends.SieveSession
-}
+type attempt = frontend.Attempt[*backends.SieveSession]
 
-// begin starts an attempt after the failed-authentication delay; a delay that outlasts the
-// pre-authentication time, or a shutdown during it, ends the connection unanswered.
+// begin starts an attempt after the failed-authentication delay (frontend.Begin).
 func (c *conn) begin(mech string, deadline time.Time) (*attempt, error) {
-	a := &attempt{c: c, Attempt: proxy.Attempt{
-		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.bnd,
-		Client: c.client, Log: c.log, Observer: c.obs,
-	}}
-	a.Dial = func(ctx context.Context, r backends.Route, secret backends.Secret) (err error) {
-		a.session, err = c.s.dial(ctx, r, secret, c.client)
-		return err
-	}
-	if err := c.s.Login.Wait(&a.Attempt, deadline, c.s.sessions.Done()); err != nil {
-		c.s.Login.Finish(&a.Attempt, err)
-		return nil, err
-	}
-	// The preauth deadline also bounds the IdP and backend work for this login.
-	a.ctx, a.cancel = context.WithDeadline(context.Background(), deadline)
-	return a, nil
-}
-
-// auth is the mechanisms' proxy/sasl Authenticator: the login pipeline.
-func (a *attempt) auth(creds sasl.Credentials) error {
-	return a.c.s.Login.Run(a.ctx, &a.Attempt, creds)
+	return frontend.Begin(c.s.Login, proxy.Attempt{
+		Protocol: Protocol.Name, Mechanism: mech, Listener: c.s.Listener, Conn: c.Bind,
+		Client: c.Client, Log: c.Log, Observer: c.Obs,
+	}, deadline, c.s.fe.Sessions.Done(), c.s.dial)
 }
 
 // authenticate runs AUTHENTICATE (RFC 5804 §2.1): a mechanism name and an optional initial
@@ -249,7 +202,7 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		len(cmd.args) == 2 && cmd.args[1].kind != itemString {
 		return c.badCommand("AUTHENTICATE takes a mechanism name and an optional initial response, as strings")
 	}
-	if !c.tls {
+	if !c.TLS {
 		// RFC 5804 §1.3: ENCRYPT-NEEDED; the SASL capability is empty until STARTTLS.
 		c.writeln(`NO (ENCRYPT-NEEDED) "Use STARTTLS first."`)
 		return nil
@@ -275,10 +228,10 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer a.cancel()
-	srv := sasl.NewOAuthBearer(a.auth)
+	defer a.Cancel()
+	srv := sasl.NewOAuthBearer(a.Auth)
 	if mech == sasl.XOAuth2 {
-		srv = sasl.NewXOAuth2(a.auth)
+		srv = sasl.NewXOAuth2(a.Auth)
 	}
 	for {
 		chal, done, err := srv.Next(resp)
@@ -290,7 +243,7 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 		}
 		// RFC 5804 §2.1: a challenge is a string of base64, "" for an empty one.
 		c.writeln(sieveString(base64.StdEncoding.EncodeToString(chal)))
-		if err := c.bw.Flush(); err != nil {
+		if err := c.BW.Flush(); err != nil {
 			return err
 		}
 		// Both mechanisms' only non-empty challenge is the error challenge.
@@ -302,13 +255,13 @@ func (c *conn) authenticate(cmd *command, deadline time.Time) error {
 			if replyBy.After(deadline) {
 				replyBy = deadline
 			}
-			c.nc.SetReadDeadline(replyBy)
+			c.NC.SetReadDeadline(replyBy)
 		}
 		items, err := c.reader().read()
-		c.nc.SetReadDeadline(deadline)
+		c.NC.SetReadDeadline(deadline)
 		var bad *badInput
 		switch {
-		case errorChallenge && (err == nil || errors.As(err, &bad) && !errors.Is(err, errFatal) || isTimeout(err)):
+		case errorChallenge && (err == nil || errors.As(err, &bad) && !errors.Is(err, errFatal) || frontend.IsTimeout(err)):
 			// Any reply, or none, ends a failed exchange: never a new attempt.
 			_, _, err = srv.Next([]byte{})
 			return c.authFailed(a, err)
@@ -361,33 +314,18 @@ func equalFold(s, upper string) bool {
 // which OAUTHBEARER and XOAUTH2 have none of; a client that wants the backend's
 // post-authentication capabilities asks, and the backend answers.
 func (c *conn) loggedIn(a *attempt) error {
-	sess := a.session
+	sess := a.Session
 	o := c.s.Login.Finish(&a.Attempt, nil)
-	c.log = c.log.With("user", o.Identity.User)
-	c.authed = true
-	c.obs.SessionAuthenticated()
+	c.LoggedIn(o.Identity.User)
 	c.writeln(`OK "Logged in."`)
-	if err := c.bw.Flush(); err != nil {
+	if err := c.BW.Flush(); err != nil {
 		sess.Close()
 		return err
 	}
-	c.raw.SetDeadline(time.Time{})
-	// The login's context, its deadline timer and what it held for the IdP and backend calls
-	// would otherwise live as long as the session.
-	a.cancel()
-	// Hand the readers to the splice and keep no reference, so their buffers are freed once
-	// drained rather than held for the session's life.
-	cbr, bbr := c.br, sess.Reader
-	c.br, c.bw, sess.Reader = nil, nil, nil
-	c.mu.Lock()
-	c.backend = sess.Conn
-	c.spliced = relay.Start(c.nc, cbr, sess.Conn, bbr, &responseBoundary{}, c.spliceEnded)
-	sp := c.spliced
-	c.mu.Unlock()
-	if c.ending.Load() { // End came during the login: it found no spliced session to end
-		sp.End(byeShutdown)
-	}
-	return errSpliced
+	a.Cancel()
+	bbr := sess.Reader
+	sess.Reader = nil // the splice's: its buffer is freed once drained
+	return c.Splice(sess.Conn, bbr, &responseBoundary{})
 }
 
 // failureReplies is the ManageSieve column of DESIGN.md's error table (RFC 5804 §1.3
@@ -410,9 +348,4 @@ func (c *conn) authFailed(a *attempt, err error) error {
 	}
 	c.writeln(failureReplies[o.Kind])
 	return nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/config"
+	"github.com/saslgate/saslgate/internal/sievewire"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/tls/certs"
@@ -264,7 +265,7 @@ func (h *sessionHarness) server() *Server {
 		},
 		Logger: h.log,
 	}
-	srv.tlsConfig = h.tlsConfig
+	_ = srv.fe.InitTLS(srv.Listener, srv.TLSConfig)
 	caps := passedCapabilities([]backends.SieveCapability{
 		{Name: "SIEVE", Value: "fileinto vacation", HasValue: true},
 		{Name: "NOTIFY", Value: "mailto", HasValue: true},
@@ -277,11 +278,11 @@ func (h *sessionHarness) server() *Server {
 func (h *sessionHarness) run(t *testing.T, in string) {
 	nc := &memClient{}
 	nc.in.Reset(in + "\r\nLOGOUT\r\n")
-	c := h.server().newConn(nc, proxy.NopObserver{})
+	c := h.server().newConn(nc, "fuzz-1", proxy.NopObserver{}).(*conn)
 	c.plainTLS = &tls.ConnectionState{Version: tls.VersionTLS13}
 	go c.Serve(func() {})
 	select {
-	case <-c.finished:
+	case <-c.Finished():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session did not end within 10s of the client's last byte")
 	}
@@ -446,7 +447,7 @@ func responseTokens(s string) ([]string, error) {
 			i = j + 1
 		default:
 			j := i
-			for j < len(s) && isAtomChar(s[j]) {
+			for j < len(s) && sievewire.IsAtomChar(s[j]) {
 				j++
 			}
 			if j == i {

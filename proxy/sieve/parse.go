@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/saslgate/saslgate/internal/sievewire"
 )
 
 // maxLiterals bounds the literals one line may carry before authentication.
@@ -171,7 +173,7 @@ func tokenize(b []byte, items []item) ([]item, error) {
 			items, b = append(items, item{kind: itemString, s: s}), b[n:]
 		default:
 			i := 0
-			for i < len(b) && isAtomChar(b[i]) {
+			for i < len(b) && sievewire.IsAtomChar(b[i]) {
 				i++
 			}
 			if i == 0 {
@@ -206,18 +208,6 @@ func quoted(b []byte) (string, int, error) {
 		}
 	}
 	return "", 0, &badInput{text: "Unterminated quoted string"}
-}
-
-// isAtomChar: ATOM-CHAR, any CHAR but the atom-specials "(", ")", "{", SP, CTL and the
-// quoted-specials DQUOTE and backslash (RFC 5804 §4).
-func isAtomChar(c byte) bool {
-	switch {
-	case c <= ' ' || c >= 0x7f:
-		return false
-	case c == '(' || c == ')' || c == '{' || c == '"' || c == '\\':
-		return false
-	}
-	return true
 }
 
 // parseCommand makes a command of a line's items: a command name, then its arguments.

@@ -310,7 +310,7 @@ func (h *sessionHarness) server() *Server {
 		},
 		Logger: h.log,
 	}
-	srv.tlsConfig = h.tlsConfig
+	_ = srv.fe.InitTLS(srv.Listener, srv.TLSConfig)
 	srv.domain = srv.Config.hostname("")
 	srv.ext.Store(&memBackendExtensions)
 	return srv
@@ -319,7 +319,7 @@ func (h *sessionHarness) server() *Server {
 func (h *sessionHarness) run(t *testing.T, in string) {
 	nc := &memClient{}
 	nc.in.Reset(in + "\r\nQUIT\r\n")
-	c := h.server().newConn(nc, proxy.NopObserver{})
+	c := h.server().newConn(nc, "fuzz-1", proxy.NopObserver{}).(*conn)
 	c.plainTLS = &h.tls
 	served := make(chan struct{})
 	go func() {

@@ -2,7 +2,6 @@ package smtp
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/internal/frontend"
 	"github.com/saslgate/saslgate/tls/binding"
 )
 
@@ -48,22 +48,12 @@ type Server struct {
 	// backend logins and relayed message bytes (internal/metrics implements it).
 	Observer proxy.Observer
 
-	initTLS   sync.Once
-	tlsConfig *tls.Config // TLSConfig asking for client certificates as Listener says
-	tlsErr    error
-	nextID    atomic.Uint64
-	ext       atomic.Pointer[backends.Extensions] // from the last successful probe
-	domain    string                              // the greeting's name, set with probing
-	probing   sync.Once
-	sessions  proxy.Tracker
+	ext    atomic.Pointer[backends.Extensions] // from the last successful probe
+	domain string                              // the greeting's name, set before the first accept
+	fe     frontend.Server
 }
 
-func (s *Server) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
+func (s *Server) logger() *slog.Logger { return frontend.Logger(s.Logger) }
 
 func (s *Server) dial(ctx context.Context, r backends.Route, secret backends.Secret, client backends.Client) (*backends.SMTPSession, error) {
 	if s.Dial != nil {
@@ -82,52 +72,36 @@ func (s *Server) Serve(ln net.Listener) error {
 	case s.Login == nil || s.Login.Validator == nil || s.Login.Router == nil:
 		return errors.New("smtp: Server.Login with a Validator and a Router is required")
 	}
-	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = s.Listener.ServerTLS(s.TLSConfig) })
-	if s.tlsErr != nil {
-		return fmt.Errorf("smtp: %w", s.tlsErr)
-	}
-	if s.sessions.Closing() {
-		return ErrServerClosed
-	}
-	s.probing.Do(func() {
-		s.domain = s.Config.hostname(s.Listener.PublicHost)
-		go s.refresh(s.probe())
-	})
-	log := s.logger().With("listener", s.Listener.Name)
-	obs := cmp.Or(s.Observer, proxy.Observer(proxy.NopObserver{}))
-	accept := proxy.Accept{Listener: s.Listener, Limits: s.Limits, Refusal: "421 4.7.0 %s\r\n", TLSConfig: s.tlsConfig, Log: log, Observer: obs}
-	err := s.sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session { return s.newConn(nc, obs) })
-	if err != nil && !errors.Is(err, ErrServerClosed) {
-		return fmt.Errorf("smtp: accept: %w", err)
-	}
-	return err
+	return s.fe.Serve(ln, frontend.Listen{
+		Protocol: Protocol.Name, Listener: s.Listener, TLSConfig: s.TLSConfig, Limits: s.Limits,
+		Refusal: "421 4.7.0 %s\r\n", Logger: s.Logger, Observer: s.Observer,
+		Start: func() {
+			s.domain = s.Config.hostname(s.Listener.PublicHost)
+			go s.refresh(s.probe())
+		},
+	}, s.newConn)
 }
 
 // newConn is the session of an accepted connection (FuzzSession makes its own with it).
-func (s *Server) newConn(nc net.Conn, obs proxy.Observer) *conn {
-	c := &conn{
-		Conn: nc,
-		obs:  obs,
-		client: backends.Client{
-			Addr:  proxy.ClientAddrPort(nc.RemoteAddr()),
-			Local: proxy.ClientAddrPort(nc.LocalAddr()),
-		},
+func (s *Server) newConn(nc net.Conn, id string, obs proxy.Observer) proxy.Session {
+	return &conn{
+		Conn:     nc,
+		obs:      obs,
+		client:   frontend.ClientOf(nc),
 		s:        s,
+		log:      s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String()),
 		preauth:  time.Now().Add(s.Config.PreauthTimeout.Or(DefaultPreauthTimeout)),
 		idle:     s.Config.IdleTimeout.Or(DefaultIdleTimeout),
 		finished: make(chan struct{}),
 	}
-	id := fmt.Sprintf("%s-%d", s.Listener.Name, s.nextID.Add(1))
-	c.log = s.logger().With("conn", id, "listener", s.Listener.Name, "remote", nc.RemoteAddr().String())
-	return c
 }
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
 // those left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.sessions.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Sessions.Shutdown(ctx) }
 
 // Close stops accepting and closes every session at once.
-func (s *Server) Close() error { return s.sessions.Close() }
+func (s *Server) Close() error { return s.fe.Sessions.Close() }
 
 // probe learns the backend's extensions and returns when to probe next.
 func (s *Server) probe() time.Duration {
@@ -156,7 +130,7 @@ func (s *Server) refresh(next time.Duration) {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.sessions.Done():
+		case <-s.fe.Sessions.Done():
 			return
 		case <-t.C:
 			t.Reset(s.probe())
@@ -240,7 +214,7 @@ func (c *conn) Serve(release func()) {
 		}
 	}()
 	var nc net.Conn = c
-	c.tlsConfig, c.served = binding.ServerConfig(c.s.tlsConfig)
+	c.tlsConfig, c.served = binding.ServerConfig(c.s.fe.TLSConfig())
 	// A handshake ends with VerifyConnection, on the server side too: the end of the
 	// handshake deadline, for the implicit handshake and the one after STARTTLS alike.
 	verify := c.tlsConfig.VerifyConnection

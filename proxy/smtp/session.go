@@ -153,7 +153,7 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 		a.be, err = srv.dial(ctx, r, secret, s.c.client)
 		return err
 	}
-	if err := srv.Login.Wait(&a.Attempt, s.c.preauth, srv.sessions.Done()); err != nil {
+	if err := srv.Login.Wait(&a.Attempt, s.c.preauth, srv.fe.Sessions.Done()); err != nil {
 		// The delay outlasts the pre-authentication time, or the server is shutting down.
 		a.finish(err)
 		s.c.hangUp()

@@ -1,0 +1,89 @@
+package frontend
+
+import (
+	"cmp"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/saslgate/saslgate/proxy"
+)
+
+// Server is what a front end's Server holds beneath its exported fields. The zero value is
+// ready to use.
+type Server struct {
+	// Sessions is the registry of the listener's sessions: Shutdown and Close act on it, and
+	// its Done ends the front end's background work.
+	Sessions proxy.Tracker
+
+	nextID    atomic.Uint64
+	initTLS   sync.Once
+	tlsConfig *tls.Config // the listener's, asking for client certificates as it says
+	tlsErr    error
+	start     sync.Once
+}
+
+// Listen is what Serve needs of a front end's Server.
+type Listen struct {
+	// Protocol is the protocol's name, the prefix of Serve's errors ("imap").
+	Protocol  string
+	Listener  proxy.ListenerConfig
+	TLSConfig *tls.Config // the served certificate, which InitTLS adds client-certificate requests to
+	Limits    proxy.Limits
+	// Refusal is the protocol's answer to a connection over a limit (proxy.Accept.Refusal).
+	Refusal  string
+	Logger   *slog.Logger // nil discards
+	Observer proxy.Observer
+	// Start, if set, runs once, before the first accept: the backend's capabilities are
+	// learned there.
+	Start func()
+}
+
+// NewSession makes the session of an accepted connection: id names it in logs, obs is the
+// listener's Observer, never nil.
+type NewSession func(nc net.Conn, id string, obs proxy.Observer) proxy.Session
+
+// InitTLS derives the listener's TLS configuration from base once; Serve does it first.
+func (s *Server) InitTLS(l proxy.ListenerConfig, base *tls.Config) error {
+	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = l.ServerTLS(base) })
+	return s.tlsErr
+}
+
+// TLSConfig is the listener's TLS configuration, once InitTLS has run.
+func (s *Server) TLSConfig() *tls.Config { return s.tlsConfig }
+
+// Serve accepts connections on ln until Shutdown or Close and runs the session newSession
+// makes of each; it always returns a non-nil error, proxy.ErrServerClosed after a shutdown.
+func (s *Server) Serve(ln net.Listener, l Listen, newSession NewSession) error {
+	if err := s.InitTLS(l.Listener, l.TLSConfig); err != nil {
+		return fmt.Errorf("%s: %w", l.Protocol, err)
+	}
+	if s.Sessions.Closing() {
+		return proxy.ErrServerClosed
+	}
+	if l.Start != nil {
+		s.start.Do(l.Start)
+	}
+	obs := cmp.Or(l.Observer, proxy.Observer(proxy.NopObserver{}))
+	accept := proxy.Accept{
+		Listener: l.Listener, Limits: l.Limits, Refusal: l.Refusal, TLSConfig: s.tlsConfig,
+		Log: Logger(l.Logger).With("listener", l.Listener.Name), Observer: obs,
+	}
+	err := s.Sessions.Serve(ln, accept, func(nc net.Conn) proxy.Session {
+		return newSession(nc, fmt.Sprintf("%s-%d", l.Listener.Name, s.nextID.Add(1)), obs)
+	})
+	if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+		return fmt.Errorf("%s: accept: %w", l.Protocol, err)
+	}
+	return err
+}
+
+// discard is the logger of a Server without one.
+var discard = slog.New(slog.DiscardHandler)
+
+// Logger is log, or a logger that discards when log is nil.
+func Logger(log *slog.Logger) *slog.Logger { return cmp.Or(log, discard) }
