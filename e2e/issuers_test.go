@@ -280,6 +280,8 @@ type gateSpec struct {
 	// imap, when set, replaces the imap section's backend line (e.g. "pool: shard"), and
 	// extra is appended to the file (pools, routes).
 	imap, extra string
+	// smtp adds an implicit-TLS submission listener (g.smtps) relaying to the run's Postfix.
+	smtp bool
 }
 
 func jwtIssuer(iss string) string {
@@ -349,6 +351,18 @@ func (e *env) startTestGate(t *testing.T, s gateSpec) *gate {
 		conf:  filepath.Join(e.dir, s.name+".yaml"),
 		log:   filepath.Join(e.dir, s.name+".log"),
 	}
+	smtpListener, smtpSection := "", ""
+	if s.smtp {
+		if e.postfix == nil {
+			t.Fatal("gateSpec.smtp needs the run's Postfix (e2eGateSMTP)")
+		}
+		if g.smtps, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		_, smtpPort, _ := net.SplitHostPort(g.smtps)
+		smtpListener = fmt.Sprintf("  - {name: smtps, protocol: smtp, address: %s, tls: implicit, public_host: 127.0.0.1, public_port: %s}\n", g.smtps, smtpPort)
+		smtpSection = fmt.Sprintf("smtp:\n  backend: {address: %s, tls: none, %s, timeout: 30s, hostname: saslgate.e2e.test}\n", e.postfix.addr, s.login)
+	}
 	// The run's certificate, key and HMAC key, as TestMain wrote them (main_test.go,
 	// saslgate_test.go), and the binary it built. The backend timeout is long: 200
 	// simultaneous Dovecot logins on a busy machine take a while.
@@ -362,17 +376,17 @@ listeners:
     tls: implicit
     public_host: 127.0.0.1
     public_port: %[5]s
-imap:
+%[12]simap:
   %[6]s
   allow_token_as_login_password: false
   preauth_timeout: 30s
   error_reply_timeout: 1s
-%[7]slimits: %[10]s
+%[13]s%[7]slimits: %[10]s
 tokens:
   issuers:
 %[8]s  cache: %[9]s
 %[11]s`, t.Name(), e.certFile, filepath.Join(e.dir, "key.pem"), addr, port, imapBackend,
-		secrets, strings.Join(s.issuers, ""), s.cache, s.limits, s.extra)
+		secrets, strings.Join(s.issuers, ""), s.cache, s.limits, s.extra, smtpListener, smtpSection)
 	if err := os.WriteFile(g.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

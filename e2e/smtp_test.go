@@ -60,14 +60,20 @@ func (e *env) fetchDelivered(t *testing.T, msgID string) string {
 // msgID until it is found or wait has passed; it returns the message or "".
 func (e *env) searchBob(t *testing.T, msgID string, wait time.Duration) (string, error) {
 	t.Helper()
+	return e.searchMailbox(t, mailRcpt, e.grantToken(t, "bob"), msgID, wait)
+}
+
+// searchMailbox is searchBob for user's INBOX, logged in with token.
+func (e *env) searchMailbox(t *testing.T, user, token, msgID string, wait time.Duration) (string, error) {
+	t.Helper()
 	c, err := imapclient.DialTLS(e.gate.imaps, &imapclient.Options{TLSConfig: e.tlsConfig()})
 	if err != nil {
 		return "", fmt.Errorf("IMAP through saslgate: %w", err)
 	}
 	defer c.Close()
-	err = c.Authenticate(sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: mailRcpt, Token: e.grantToken(t, "bob")}))
+	err = c.Authenticate(sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: user, Token: token}))
 	if err != nil {
-		return "", fmt.Errorf("IMAP AUTHENTICATE OAUTHBEARER as %s through saslgate: %w", mailRcpt, err)
+		return "", fmt.Errorf("IMAP AUTHENTICATE OAUTHBEARER as %s through saslgate: %w", user, err)
 	}
 	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		return "", fmt.Errorf("EXAMINE INBOX: %w", err)

@@ -403,6 +403,11 @@ func (a *mailAccount) mutt(b *strings.Builder, clientName string) error {
 	// mutt expands backticks and $ in double quotes: escape them.
 	q := func(s string) string { return dquote(s, "\\\"`$") }
 	fmt.Fprintf(b, "# %s configuration for %s, from `saslgate login --print-config %s`\n", clientName, a.address, clientName)
+	if clientName == "neomutt" {
+		// Seen with Debian 12's NeoMutt 20220429 and a 1.1 KB JWT: SMTP fails with
+		// "OAUTH token is too big: 1024" (IMAP's limit was raised in 2021, neomutt#3138).
+		b.WriteString("# NeoMutt releases before 2023 refuse OAuth tokens over 1024 bytes for SMTP (\"OAUTH token is too big\"): use a newer NeoMutt or mutt.\n")
+	}
 	fmt.Fprintf(b, "set from = %s\nset ssl_force_tls = yes\n", q(a.address))
 	if a.caFile != "" {
 		fmt.Fprintf(b, "set certificate_file = %s\n", q(a.caFile))
