@@ -225,8 +225,10 @@ func missingSMTPComponents() []string {
 	if _, err := postfixCommand(); err != nil {
 		missing = append(missing, "postfix (not in PATH or /usr/sbin)")
 	}
-	if _, err := exec.LookPath("msmtp"); err != nil {
-		missing = append(missing, "msmtp (not in PATH)")
+	for _, bin := range []string{"msmtp", "mutt"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin+" (not in PATH)")
+		}
 	}
 	if _, err := haproxyCommand(); err != nil {
 		missing = append(missing, "haproxy (not in PATH or /usr/sbin)")

@@ -589,7 +589,8 @@ func TestOpenLoginFromGateway(t *testing.T) {
 	checkDelivered(t, e.fetchDelivered(t, msgID), msg, mailFrom)
 
 	// mutt in batch mode: the message goes out over the printed smtp_url, and its copy
-	// (Fcc, the test's record setting) goes to alice's INBOX over the printed IMAP folder,
+	// (Fcc, the test's record setting) goes to alice's "mutt" folder over the printed IMAP
+	// server (not her INBOX, whose one message the IMAP tests count),
 	// so both logins run the printed token command. (Debian 12's NeoMutt 20220429 refuses
 	// the IdP's 1.1 KB token for SMTP, "OAUTH token is too big: 1024"; the printed
 	// configuration says so.)
@@ -599,9 +600,13 @@ func TestOpenLoginFromGateway(t *testing.T) {
 			rc := filepath.Join(home, "muttrc")
 			writeFile0600(t, rc, printed(client))
 			msgID, _ := testMessage(client + " as printed")
+			alice := e.grantToken(t, "alice")
+			if _, err := e.searchMailbox(t, mailFrom, alice, client, "<none>", 0); err != nil {
+				t.Fatal(err)
+			}
 			draft := filepath.Join(home, "draft")
 			writeFile0600(t, draft, "To: "+mailRcpt+"\nSubject: "+client+" as printed\nMessage-ID: "+msgID+"\n\nSent by "+client+" through saslgate.\n")
-			cmd := exec.Command(client, "-n", "-F", rc, "-e", "set record = +INBOX", "-H", draft)
+			cmd := exec.Command(client, "-n", "-F", rc, "-e", "set record = +"+client, "-H", draft)
 			cmd.Env = append(os.Environ(), "HOME="+home, "TMPDIR="+home, "TERM=dumb")
 			cmd.Stdin = strings.NewReader("Sent by " + client + " through saslgate.\n")
 			out, err := cmd.CombinedOutput()
@@ -612,8 +617,8 @@ func TestOpenLoginFromGateway(t *testing.T) {
 			if !strings.Contains(got, "(Authenticated sender: "+mailFrom+")") {
 				t.Errorf("%s's message at bob's lacks alice's SASL login in Received:\n%s", client, got)
 			}
-			if body, err := e.searchMailbox(t, mailFrom, e.grantToken(t, "alice"), msgID, 20*time.Second); err != nil || body == "" {
-				t.Errorf("%s's copy not in alice's INBOX (its IMAP login through the gate): %v", client, err)
+			if body, err := e.searchMailbox(t, mailFrom, alice, client, msgID, 20*time.Second); err != nil || body == "" {
+				t.Errorf("%s's copy not in alice's %s folder (its IMAP login through the gate): %v", client, client, err)
 			}
 		})
 	}

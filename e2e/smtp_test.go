@@ -60,11 +60,12 @@ func (e *env) fetchDelivered(t *testing.T, msgID string) string {
 // msgID until it is found or wait has passed; it returns the message or "".
 func (e *env) searchBob(t *testing.T, msgID string, wait time.Duration) (string, error) {
 	t.Helper()
-	return e.searchMailbox(t, mailRcpt, e.grantToken(t, "bob"), msgID, wait)
+	return e.searchMailbox(t, mailRcpt, e.grantToken(t, "bob"), "INBOX", msgID, wait)
 }
 
-// searchMailbox is searchBob for user's INBOX, logged in with token.
-func (e *env) searchMailbox(t *testing.T, user, token, msgID string, wait time.Duration) (string, error) {
+// searchMailbox is searchBob for user's mailbox, logged in with token; it creates the
+// mailbox if it is not there.
+func (e *env) searchMailbox(t *testing.T, user, token, mailbox, msgID string, wait time.Duration) (string, error) {
 	t.Helper()
 	c, err := imapclient.DialTLS(e.gate.imaps, &imapclient.Options{TLSConfig: e.tlsConfig()})
 	if err != nil {
@@ -75,8 +76,11 @@ func (e *env) searchMailbox(t *testing.T, user, token, msgID string, wait time.D
 	if err != nil {
 		return "", fmt.Errorf("IMAP AUTHENTICATE OAUTHBEARER as %s through saslgate: %w", user, err)
 	}
-	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
-		return "", fmt.Errorf("EXAMINE INBOX: %w", err)
+	if mailbox != "INBOX" {
+		_ = c.Create(mailbox, nil).Wait() // ALREADYEXISTS is fine
+	}
+	if _, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		return "", fmt.Errorf("EXAMINE %s: %w", mailbox, err)
 	}
 	criteria := &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Message-ID", Value: msgID}}}
 	deadline := time.Now().Add(wait)
