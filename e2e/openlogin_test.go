@@ -296,6 +296,13 @@ func TestOpenLoginFromAddress(t *testing.T) {
 	}
 	e.loginRefused(t, g, other)
 
+	// A site that keeps a closed list of clients refuses the registered client's token
+	// for its own resource: acceptance comes from allow_any_client_id, not from the resource.
+	closed := e.startTestGate(t, gateSpec{name: "saslgate-open-closed", issuers: []string{strings.Replace(openIssuer(op.issuer),
+		"allow_any_client_id: true", "allowed_client_ids: [saslgate-e2e]", 1)}})
+	e.loginRefused(t, closed, tok)
+	waitLog(t, closed.log, "not allowed")
+
 	for _, f := range []string{file, strings.TrimSuffix(file, ".json") + ".client.json"} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, %v; want mode 0600", f, fi, err)
