@@ -239,6 +239,15 @@ func TestSharedReplicas(t *testing.T) {
 		if d := time.Since(start); d < 600*time.Millisecond {
 			t.Errorf("B answered after %v: the failures on A did not delay it (600ms)", d)
 		}
+		// The count was alice's from this address: bob from the same address is not held
+		// back (the address's own count, default 20, is not reached).
+		delays := metricValue(scrape(t, adminB), "saslgate_auth_delays_total", "")
+		w := dialWire(t, b.imaps, e.tlsConfig())
+		w.greeting()
+		authFails(t, w, "OAUTHBEARER", oauthBearerIR(mailUser2, "", 0, bad), "invalid_token", "AQ==")
+		if n := metricValue(scrape(t, adminB), "saslgate_auth_delays_total", ""); n != delays {
+			t.Errorf("bob's attempt from alice's address was delayed (%v delays, was %v)", n, delays)
+		}
 	})
 
 	t.Run("store stopped: logins continue on both, metrics and log say so", func(t *testing.T) {

@@ -129,3 +129,34 @@ func TestSharedCache(t *testing.T) {
 }
 
 func sha(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// JWT results stay local: with a shared store configured and an introspection issuer beside
+// the JWT one, validating a JWT, good or bad, cached or not, makes no store call (the
+// signature check is cheaper than the round trip); an opaque token's result is shared.
+func TestSharedCacheSkipsJWT(t *testing.T) {
+	idp := newTestIdP(t)
+	opaque := newOpaqueIdP(t)
+	clk := newClock()
+	cfg := baseConfig(idp)
+	cfg.Issuers = append(cfg.Issuers, opaque.introspectionIssuer(t))
+	cfg.Cache.Disabled = false
+	store := newMemShared()
+	v, _ := newValidator(t, clk, cfg, WithHTTPClient(idp.srv.Client()), WithSharedCache(store))
+	good := idp.sign(t, tokenSpec{}, idp.claims(clk.Now()))
+	for range 2 {
+		if _, err := v.Validate(context.Background(), Request{Token: good, Protocol: "imap"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expired := idp.claims(clk.Now().Add(-2 * time.Hour))
+	if _, err := v.Validate(context.Background(), Request{Token: idp.sign(t, tokenSpec{}, expired), Protocol: "imap"}); err == nil {
+		t.Fatal("an expired JWT was accepted")
+	}
+	if store.gets != 0 || len(store.m) != 0 {
+		t.Errorf("JWT validations made %d store reads and left %d entries, want none", store.gets, len(store.m))
+	}
+	v.Validate(context.Background(), Request{Token: opaque.issue(opaque.active(clk.Now())), Protocol: "imap"})
+	if store.gets != 1 || len(store.m) != 1 {
+		t.Errorf("an opaque token's validation made %d store reads and left %d entries, want 1 and 1", store.gets, len(store.m))
+	}
+}

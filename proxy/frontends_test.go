@@ -464,8 +464,8 @@ func (f secretsFunc) Secret(_ context.Context, user string) (backends.Secret, er
 
 type fixedLimiter time.Duration
 
-func (fixedLimiter) Failed(netip.Addr)                {}
-func (d fixedLimiter) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+func (fixedLimiter) Failed(netip.Addr, string)                {}
+func (d fixedLimiter) Delay(netip.Addr, string) time.Duration { return time.Duration(d) }
 
 // routerFor routes every login of the front ends' protocols to backend.
 func routerFor(backend backends.Config) *backends.Router {

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +23,14 @@ type Limits struct {
 	// MaxConnectionsPerIP bounds the open connections of one listener from one client
 	// address, IPv6 grouped by /64 (default 256: an office behind one NAT address has many clients, each with several connections).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
-	// AuthFailures is how many failed authentications from one client address, each within
-	// AuthFailureWindow of the previous, pass without delay (default 5).
+	// AuthFailures is how many failed authentications for one user from one client address,
+	// each within AuthFailureWindow of the previous, pass without delay (default 5). The user
+	// is the one the client names in its SASL message, else the token's.
 	AuthFailures int `yaml:"auth_failures"`
+	// AuthFailuresPerAddress is how many failed authentications from one client address, for
+	// all users together, pass without delay (default 20): an office behind one NAT address
+	// is not held back by one user's stale client, and an address trying many users is.
+	AuthFailuresPerAddress int `yaml:"auth_failures_per_address"`
 	// AuthFailureWindow is how long a failure is remembered (default 10m).
 	AuthFailureWindow config.Duration `yaml:"auth_failure_window"`
 	// AuthDelay is the delay of the first authentication answer after AuthFailures failures;
@@ -39,6 +47,7 @@ const (
 	DefaultMaxConnections      = 10000
 	DefaultMaxConnectionsPerIP = 256
 	DefaultAuthFailures        = 5
+	DefaultAuthFailuresPerAddr = 20
 	DefaultAuthFailureWindow   = 10 * time.Minute
 	DefaultAuthDelay           = time.Second
 	DefaultMaxAuthDelay        = 30 * time.Second
@@ -62,7 +71,7 @@ func (l Limits) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max_connections", l.MaxConnections}, {"max_connections_per_ip", l.MaxConnectionsPerIP}, {"auth_failures", l.AuthFailures}} {
+	}{{"max_connections", l.MaxConnections}, {"max_connections_per_ip", l.MaxConnectionsPerIP}, {"auth_failures", l.AuthFailures}, {"auth_failures_per_address", l.AuthFailuresPerAddress}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("limits.%s must not be negative", f.name))
 		}
@@ -93,26 +102,53 @@ func AddrGroup(ip netip.Addr) netip.Prefix {
 }
 
 // AuthLimiter slows down clients that keep failing to authenticate. The login pipeline
-// reports every failure (a refused token, and a backend's refusal of a valid one) and waits
-// Delay before looking at each authentication attempt. A success erases nothing: a client
-// that mixes good and bad tokens must not reset its count with the good ones.
+// reports every failure (a refused token, and a backend's refusal of a valid one) with the
+// user the attempt was for, and waits Delay before looking at each authentication attempt:
+// first for the client's address, then, once the SASL message names a user, for that user
+// from that address. A success erases nothing: a client that mixes good and bad tokens must
+// not reset its count with the good ones.
 type AuthLimiter interface {
-	Failed(ip netip.Addr)
-	Delay(ip netip.Addr) time.Duration
+	// Failed records a failed authentication from ip for user ("" if none is known).
+	Failed(ip netip.Addr, user string)
+	// Delay is how long the next authentication answer to ip waits: with user "", for the
+	// failures of ip's address group; with a user, for that user's failures from it alone.
+	Delay(ip netip.Addr, user string) time.Duration
 }
 
-// FailureLimiter is the AuthLimiter of Limits: after AuthFailures failures from one client
-// address group (AddrGroup), each within AuthFailureWindow of the previous, every further
-// authentication answer waits AuthDelay, doubling per failure up to MaxAuthDelay. Failures
-// decay with time only: a quiet AuthFailureWindow forgets the address.
+// FailureLimiter is the AuthLimiter of Limits. It counts failures per client address group
+// (AddrGroup) and per address group and user; after AuthFailuresPerAddress failures of the
+// group, or AuthFailures of one user from it, each within AuthFailureWindow of the previous,
+// every further authentication answer waits AuthDelay, doubling per failure up to
+// MaxAuthDelay. Failures decay with time only: a quiet AuthFailureWindow forgets them.
 type FailureLimiter struct {
-	threshold     int
-	window        time.Duration
-	base, ceiling time.Duration
-	now           func() time.Time
+	perAddr, perUser int // thresholds
+	window           time.Duration
+	base, ceiling    time.Duration
+	now              func() time.Time
 
 	mu      sync.Mutex
-	entries map[netip.Prefix]*failures
+	entries map[failureKey]*failures
+}
+
+// failureKey is what failures are counted under: an address group, and a user's hash
+// (limiterUser) or zero for the group as a whole. The hash bounds an entry's size whatever
+// name a client sends.
+type failureKey struct {
+	group netip.Prefix
+	user  userHash
+}
+
+type userHash [16]byte
+
+// limiterUser is the key of user: a SHA-256 prefix of the name in lower case (mailbox
+// names are matched without case by most backends), the same on every replica.
+func limiterUser(user string) userHash {
+	var h userHash
+	if user != "" {
+		sum := sha256.Sum256([]byte(strings.ToLower(user)))
+		copy(h[:], sum[:])
+	}
+	return h
 }
 
 type failures struct {
@@ -135,23 +171,31 @@ func NewFailureLimiter(l Limits, now func() time.Time) *FailureLimiter {
 		now = time.Now
 	}
 	return &FailureLimiter{
-		threshold: orInt(l.AuthFailures, DefaultAuthFailures),
-		window:    l.AuthFailureWindow.Or(DefaultAuthFailureWindow),
-		base:      l.AuthDelay.Or(DefaultAuthDelay),
-		ceiling:   l.MaxAuthDelay.Or(DefaultMaxAuthDelay),
-		now:       now,
-		entries:   make(map[netip.Prefix]*failures),
+		perAddr: orInt(l.AuthFailuresPerAddress, DefaultAuthFailuresPerAddr),
+		perUser: orInt(l.AuthFailures, DefaultAuthFailures),
+		window:  l.AuthFailureWindow.Or(DefaultAuthFailureWindow),
+		base:    l.AuthDelay.Or(DefaultAuthDelay),
+		ceiling: l.MaxAuthDelay.Or(DefaultMaxAuthDelay),
+		now:     now,
+		entries: make(map[failureKey]*failures),
 	}
 }
 
-// Failed records a failed authentication from ip.
-func (f *FailureLimiter) Failed(ip netip.Addr) {
+// Failed records a failed authentication from ip for user.
+func (f *FailureLimiter) Failed(ip netip.Addr, user string) {
 	if f == nil || !ip.IsValid() {
 		return
 	}
-	key, now := AddrGroup(ip), f.now()
+	group, now := AddrGroup(ip), f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.count(failureKey{group: group}, now)
+	if user != "" {
+		f.count(failureKey{group, limiterUser(user)}, now)
+	}
+}
+
+func (f *FailureLimiter) count(key failureKey, now time.Time) {
 	e := f.entries[key]
 	if e == nil || now.Sub(e.last) > f.window {
 		if len(f.entries) >= maxFailureEntries {
@@ -179,28 +223,37 @@ func (f *FailureLimiter) sweep(now time.Time) {
 	}
 }
 
-// Delay is how long the next authentication answer to ip waits.
-func (f *FailureLimiter) Delay(ip netip.Addr) time.Duration {
+// Delay is how long the next authentication answer to ip waits (AuthLimiter.Delay).
+func (f *FailureLimiter) Delay(ip netip.Addr, user string) time.Duration {
 	if f == nil || !ip.IsValid() {
 		return 0
+	}
+	key := failureKey{group: AddrGroup(ip)}
+	if user != "" {
+		key.user = limiterUser(user)
 	}
 	now := f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.entries[AddrGroup(ip)]
+	e := f.entries[key]
 	if e == nil || now.Sub(e.last) > f.window {
 		return 0
 	}
-	return f.delayFor(int64(e.count))
+	return f.delayFor(int64(e.count), user != "")
 }
 
-// delayFor is the delay after count failures, each within the window of the previous.
-func (f *FailureLimiter) delayFor(count int64) time.Duration {
-	if count < int64(f.threshold) {
+// delayFor is the delay after count failures, each within the window of the previous, of a
+// user from an address group (perUser) or of the group.
+func (f *FailureLimiter) delayFor(count int64, perUser bool) time.Duration {
+	threshold := f.perAddr
+	if perUser {
+		threshold = f.perUser
+	}
+	if count < int64(threshold) {
 		return 0
 	}
 	d := f.base
-	for i := int64(f.threshold); i < count && d < f.ceiling; i++ {
+	for i := int64(threshold); i < count && d < f.ceiling; i++ {
 		d *= 2
 	}
 	return min(d, f.ceiling)
@@ -221,10 +274,11 @@ type Counters interface {
 const Refuse = time.Duration(math.MaxInt64)
 
 // SharedLimiter is a FailureLimiter whose counts are shared by every replica through Store,
-// so a delay earned on one replica applies on all. It counts per client address group
-// (AddrGroup) only, like the FailureLimiter it extends. Every failure is also counted
-// locally; Delay is the larger of the shared and the local delay, and the local one alone
-// when the store does not answer — or Refuse when FailClosed.
+// so a delay earned on one replica applies on all: per address group and per address group
+// and user, like the FailureLimiter it extends (the store's keys hold the user's hash, never
+// the name). Every failure is also counted locally; Delay is the larger of the shared and the
+// local delay, and the local one alone when the store does not answer — or Refuse when
+// FailClosed.
 type SharedLimiter struct {
 	Local      *FailureLimiter
 	Store      Counters
@@ -233,33 +287,44 @@ type SharedLimiter struct {
 
 var _ AuthLimiter = (*SharedLimiter)(nil)
 
-// limiterKey is the store key of an address group's failure count.
-func limiterKey(ip netip.Addr) string { return "fail:" + AddrGroup(ip).String() }
+// limiterKey is the store key of the failure count of ip's address group, or of user's
+// failures from it.
+func limiterKey(ip netip.Addr, user string) string {
+	k := "fail:" + AddrGroup(ip).String()
+	if user != "" {
+		h := limiterUser(user)
+		k += ":" + hex.EncodeToString(h[:])
+	}
+	return k
+}
 
-// Failed records a failed authentication from ip, locally and in the store.
-func (s *SharedLimiter) Failed(ip netip.Addr) {
+// Failed records a failed authentication from ip for user, locally and in the store.
+func (s *SharedLimiter) Failed(ip netip.Addr, user string) {
 	if !ip.IsValid() {
 		return
 	}
-	s.Local.Failed(ip)
+	s.Local.Failed(ip, user)
 	// An error is the store's to count and log; the local count stands in.
-	s.Store.Incr(context.Background(), limiterKey(ip), s.Local.window)
+	s.Store.Incr(context.Background(), limiterKey(ip, ""), s.Local.window)
+	if user != "" {
+		s.Store.Incr(context.Background(), limiterKey(ip, user), s.Local.window)
+	}
 }
 
-// Delay is how long the next authentication answer to ip waits.
-func (s *SharedLimiter) Delay(ip netip.Addr) time.Duration {
+// Delay is how long the next authentication answer to ip waits (AuthLimiter.Delay).
+func (s *SharedLimiter) Delay(ip netip.Addr, user string) time.Duration {
 	if !ip.IsValid() {
 		return 0
 	}
-	local := s.Local.Delay(ip)
-	n, err := s.Store.Count(context.Background(), limiterKey(ip))
+	local := s.Local.Delay(ip, user)
+	n, err := s.Store.Count(context.Background(), limiterKey(ip, user))
 	if err != nil {
 		if s.FailClosed {
 			return Refuse
 		}
 		return local
 	}
-	return max(local, s.Local.delayFor(n))
+	return max(local, s.Local.delayFor(n, user != ""))
 }
 
 // connLimiter counts one listener's open connections, in all and per AddrGroup.

@@ -64,6 +64,9 @@ type Attempt struct {
 
 	identity introspect.Identity // what Run validated, for Finish
 	route    backends.Route      // where Run sent the login, for Finish
+	deadline time.Time           // Wait's: the end of the pre-authentication time
+	stop     <-chan struct{}     // Wait's: closed at shutdown
+	waited   time.Duration       // the delay Wait held the attempt back for
 }
 
 // Route is where Run sent the login (zero before it got there).
@@ -79,28 +82,46 @@ const refusedFor = 30 * time.Second
 // Wait holds back an attempt from a client address that keeps failing (the Limiter), before
 // anything of the attempt is looked at, so a success cannot be told apart sooner than a
 // failure. It returns ErrDelayed when the delay would outlast deadline or stop closes first.
+// Run holds the attempt back further, the same way, once its SASL message names a user who
+// keeps failing from that address.
 func (l *Login) Wait(a *Attempt, deadline time.Time, stop <-chan struct{}) error {
+	a.deadline, a.stop, a.waited = deadline, stop, 0
 	if l.Limiter == nil {
 		return nil
 	}
-	d := l.Limiter.Delay(a.Client.Addr.Addr())
+	return a.hold(l.Limiter.Delay(a.Client.Addr.Addr(), ""))
+}
+
+// hold waits until the attempt has been held back for d in all.
+func (a *Attempt) hold(d time.Duration) error {
+	d -= a.waited
 	if d <= 0 {
 		return nil
 	}
-	if a.Observer != nil {
+	if a.Observer != nil && a.waited == 0 {
 		a.Observer.AuthDelayed()
 	}
-	if time.Until(deadline) < d {
+	if a.deadline.IsZero() || time.Until(a.deadline) < d {
 		return ErrDelayed
 	}
+	a.waited += d
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return nil
-	case <-stop:
+	case <-a.stop:
 		return ErrDelayed
 	}
+}
+
+// limitedUser is the user an attempt's failures are counted for: the one the client names
+// (OAUTHBEARER's authzid, XOAUTH2's user), else the validated token's.
+func limitedUser(c sasl.Credentials, id introspect.Identity) string {
+	if c.AuthzID != "" {
+		return c.AuthzID
+	}
+	return id.User
 }
 
 // Run checks one SASL message's credentials and logs in to the backend. A refusal the client
@@ -109,11 +130,23 @@ func (l *Login) Wait(a *Attempt, deadline time.Time, stop <-chan struct{}) error
 // bookkeeping; Finish observes the attempt once its exchange is over.
 func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	ip := a.Client.Addr.Addr()
+	if l.Limiter != nil && c.AuthzID != "" {
+		// The name is the client's claim, known before the token is looked at: holding the
+		// attempt back for it tells a guesser nothing about the token.
+		if err := a.hold(l.Limiter.Delay(ip, c.AuthzID)); err != nil {
+			return err
+		}
+	}
 	id, err := Authorize(ctx, l.Validator, a.Listener, a.Conn, a.Protocol, c)
 	a.identity = id
+	failed := func() {
+		if l.Limiter != nil {
+			l.Limiter.Failed(ip, limitedUser(c, id))
+		}
+	}
 	if err != nil {
-		if errors.As(err, new(*sasl.Failure)) && l.Limiter != nil {
-			l.Limiter.Failed(ip)
+		if errors.As(err, new(*sasl.Failure)) {
+			failed()
 		}
 		return err
 	}
@@ -134,9 +167,7 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		secret = route.Secret
 	default:
 		if secret, err = l.Secrets.Secret(ctx, route.User); err != nil {
-			if l.Limiter != nil {
-				l.Limiter.Failed(ip)
-			}
+			failed()
 			return err
 		}
 	}
@@ -152,9 +183,7 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		key = refusalKey(a.Protocol, route.User, secret)
 	}
 	if remember && l.refused(key, &inStore) {
-		if l.Limiter != nil {
-			l.Limiter.Failed(ip)
-		}
+		failed()
 		return errRefusedRecently
 	}
 	start := time.Now()
@@ -171,9 +200,7 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 		if remember {
 			l.addRefusal(key)
 		}
-		if l.Limiter != nil {
-			l.Limiter.Failed(ip)
-		}
+		failed()
 	}
 	return err
 }

@@ -97,7 +97,18 @@ var client = backends.Client{Addr: netip.MustParseAddrPort("192.0.2.7:40000")}
 
 // try runs one attempt with token through the pipeline, the backend answering with dialErr,
 // and returns the observed outcome.
+// It does not Wait: the tests that use it look at the delays themselves.
 func (p *pipeline) try(token string, dialErr error) Outcome {
+	return p.attempt(false, "", token, dialErr)
+}
+
+// tryAs is try with authzid as the user the client names, after Login.Wait with a minute of
+// pre-authentication time left.
+func (p *pipeline) tryAs(authzid, token string, dialErr error) Outcome {
+	return p.attempt(true, authzid, token, dialErr)
+}
+
+func (p *pipeline) attempt(wait bool, authzid, token string, dialErr error) Outcome {
 	if p.Router == nil {
 		be := backends.Config{Address: "backend.test:143", TLS: "none"}
 		switch {
@@ -119,11 +130,18 @@ func (p *pipeline) try(token string, dialErr error) Outcome {
 			return dialErr
 		},
 	}
-	err := p.Run(context.Background(), a, sasl.Credentials{Token: token, CBFlag: 'n'})
+	var err error
+	if wait {
+		err = p.Wait(a, time.Now().Add(time.Minute), nil)
+	}
+	if err == nil {
+		err = p.Run(context.Background(), a, sasl.Credentials{Token: token, AuthzID: authzid, CBFlag: 'n'})
+	}
 	return p.Finish(a, err)
 }
 
-func (p *pipeline) delay() time.Duration { return p.Limiter.Delay(client.Addr.Addr()) }
+// delay is the client address's delay, or with a user that user's from the address.
+func (p *pipeline) delay(user string) time.Duration { return p.Limiter.Delay(client.Addr.Addr(), user) }
 
 // A valid token whose backend login is refused (user not provisioned, key drift) counts as a
 // failure, a login refused twice is not tried again for refusedFor, and the error is logged
@@ -141,7 +159,7 @@ func TestLoginBackendRefusal(t *testing.T) {
 	if p.dials["alice"] != 2 {
 		t.Errorf("50 attempts in 5 s reached the backend %d times, want 2 (the second refusal is remembered)", p.dials["alice"])
 	}
-	if d := p.delay(); d <= 0 {
+	if d := p.delay("alice"); d <= 0 {
 		t.Errorf("after 50 backend refusals the client is not delayed")
 	}
 	if n := strings.Count(p.logs.String(), "level=ERROR"); n != 1 {
@@ -169,7 +187,7 @@ func TestLoginBackendRefusal(t *testing.T) {
 // Failures decay with time only: a client mixing good tokens with bad ones stays delayed (four
 // bad and one good, repeated, made 40 failures in 2 s with no delay before).
 func TestLoginSuccessErasesNothing(t *testing.T) {
-	p := newPipeline(Limits{AuthFailures: 5, AuthFailureWindow: config.Duration(10 * time.Minute)})
+	p := newPipeline(Limits{AuthFailuresPerAddress: 5, AuthFailureWindow: config.Duration(10 * time.Minute)})
 	var delays []time.Duration
 	for range 8 {
 		for range 4 {
@@ -180,7 +198,7 @@ func TestLoginSuccessErasesNothing(t *testing.T) {
 		if o := p.try("alice", nil); o.Kind != Success {
 			t.Fatalf("good token: %v, want Success", o.Kind)
 		}
-		delays = append(delays, p.delay())
+		delays = append(delays, p.delay(""))
 		p.now = p.now.Add(250 * time.Millisecond)
 	}
 	if delays[0] != 0 || delays[1] == 0 || delays[7] < delays[1] {
@@ -188,7 +206,7 @@ func TestLoginSuccessErasesNothing(t *testing.T) {
 	}
 	// A quiet window forgets the address.
 	p.now = p.now.Add(10*time.Minute + time.Second)
-	if d := p.delay(); d != 0 {
+	if d := p.delay(""); d != 0 {
 		t.Errorf("after a quiet window the delay is %v, want 0", d)
 	}
 }
@@ -229,7 +247,7 @@ func TestLoginMasterRefusalNotRemembered(t *testing.T) {
 	if p.dials["alice"] != 6 {
 		t.Errorf("%d dials, want 6: every attempt reaches the backend", p.dials["alice"])
 	}
-	if d := p.delay(); d <= 0 {
+	if d := p.delay("alice"); d <= 0 {
 		t.Error("5 refused master logins did not delay the client")
 	}
 }
@@ -264,7 +282,7 @@ func TestLoginPassToken(t *testing.T) {
 					t.Errorf("dial %d got secret %q, want the client's token %q", i, s, "alice")
 				}
 			}
-			if d := p.delay(); d <= 0 {
+			if d := p.delay("alice"); d <= 0 {
 				t.Error("5 refused token logins did not delay the client")
 			}
 			if !strings.Contains(p.logs.String(), "the backend validates the token itself") {
@@ -276,7 +294,7 @@ func TestLoginPassToken(t *testing.T) {
 
 // An IdP that cannot answer is not the client's failure; neither is a backend that is down.
 func TestLoginTemporaryNotCounted(t *testing.T) {
-	p := newPipeline(Limits{AuthFailures: 1})
+	p := newPipeline(Limits{AuthFailures: 1, AuthFailuresPerAddress: 1})
 	p.Validator = validatorFunc(func(introspect.Request) (introspect.Identity, error) {
 		return introspect.Identity{}, &introspect.Error{Kind: introspect.ErrTemporary}
 	})
@@ -289,13 +307,45 @@ func TestLoginTemporaryNotCounted(t *testing.T) {
 	if o := p.try("alice", fmt.Errorf("dial: %w", backends.ErrUnavailable)); o.Kind != BackendUnavailable {
 		t.Fatalf("backend down: %v", o.Kind)
 	}
-	if d := p.delay(); d != 0 {
+	if d := max(p.delay(""), p.delay("alice")); d != 0 {
 		t.Errorf("temporary failures delayed the client %v", d)
 	}
 	// Unavailable is not remembered like a refusal: the next try dials again.
 	p.try("alice", nil)
 	if p.dials["alice"] != 2 {
 		t.Errorf("%d dials, want 2", p.dials["alice"])
+	}
+}
+
+// Failures count per client address and per address and user: after AuthFailures failures for
+// alice, an attempt naming alice from that address is held back before its token is looked
+// at, while bob from the same address (an office behind one NAT address) is not; after
+// AuthFailuresPerAddress failures over several users every attempt from the address is.
+func TestLoginDelayPerUser(t *testing.T) {
+	p := newPipeline(Limits{AuthFailures: 2, AuthFailuresPerAddress: 5, AuthDelay: config.Duration(time.Hour), MaxAuthDelay: config.Duration(time.Hour)})
+	asked := 0
+	valid := p.Validator
+	p.Validator = validatorFunc(func(r introspect.Request) (introspect.Identity, error) {
+		asked++
+		return valid.Validate(context.Background(), r)
+	})
+	for range 2 {
+		if o := p.tryAs("alice", "forged", nil); o.Kind != Refused {
+			t.Fatalf("forged token: %v, want Refused", o.Kind)
+		}
+	}
+	asked = 0
+	if o := p.tryAs("Alice", "alice", nil); o.Kind != Delayed || asked != 0 {
+		t.Errorf("alice after 2 failures: %v with the token looked at %d times, want Delayed before validation", o.Kind, asked)
+	}
+	if o := p.tryAs("bob", "bob", nil); o.Kind != Success {
+		t.Errorf("bob from alice's address: %v, want Success", o.Kind)
+	}
+	for _, u := range []string{"carol", "dave", "erin"} {
+		p.tryAs(u, "forged", nil)
+	}
+	if o := p.tryAs("bob", "bob", nil); o.Kind != Delayed {
+		t.Errorf("bob after 5 failures of 4 users from his address: %v, want Delayed", o.Kind)
 	}
 }
 
@@ -323,8 +373,8 @@ func TestLoginWait(t *testing.T) {
 
 type fixedLimiter time.Duration
 
-func (fixedLimiter) Failed(netip.Addr)                {}
-func (d fixedLimiter) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+func (fixedLimiter) Failed(netip.Addr, string)                {}
+func (d fixedLimiter) Delay(netip.Addr, string) time.Duration { return time.Duration(d) }
 
 // routeSource answers every user with a server of the pool, a backend user and a secret.
 type routeSource struct{}

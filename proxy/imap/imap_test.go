@@ -526,25 +526,26 @@ func TestIMAPClient(t *testing.T) {
 // recordingLimiter is a proxy.AuthLimiter that records what the front end reports.
 type recordingLimiter struct {
 	mu     sync.Mutex
-	failed []netip.Addr
-	delays int
+	failed []string // "address user"
+	delays []string // what each Delay asked for, "address user"
 }
 
-func (r *recordingLimiter) Failed(ip netip.Addr) {
+func (r *recordingLimiter) Failed(ip netip.Addr, user string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.failed = append(r.failed, ip)
+	r.failed = append(r.failed, ip.String()+" "+user)
 }
 
-func (r *recordingLimiter) Delay(netip.Addr) time.Duration {
+func (r *recordingLimiter) Delay(ip netip.Addr, user string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.delays++
+	r.delays = append(r.delays, ip.String()+" "+user)
 	return time.Millisecond
 }
 
-// Every authentication asks the limiter for its delay, and a refused token is reported as a
-// failure under the client's address; a success erases nothing, so it is not reported.
+// Every authentication asks the limiter for its address's delay, and for the user's once the
+// SASL message names one; a refused token is reported as a failure under the client's address
+// (and the user it named: none here); a success erases nothing, so it is not reported.
 func TestAuthLimiterReports(t *testing.T) {
 	rl := &recordingLimiter{}
 	e := newEnv(t, func(s *Server) { s.Login.Limiter = rl })
@@ -559,17 +560,19 @@ func TestAuthLimiterReports(t *testing.T) {
 	c.expect("c OK ")
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	loop := netip.MustParseAddr("127.0.0.1")
-	if !slices.Equal(rl.failed, []netip.Addr{loop}) || rl.delays != 2 {
-		t.Errorf("failed %v, delays asked %d; want one failure from %v, 2 delays", rl.failed, rl.delays, loop)
+	if want := []string{"127.0.0.1 "}; !slices.Equal(rl.failed, want) {
+		t.Errorf("failures reported %q, want %q", rl.failed, want)
+	}
+	if want := []string{"127.0.0.1 ", "127.0.0.1 ", "127.0.0.1 alice"}; !slices.Equal(rl.delays, want) {
+		t.Errorf("delays asked %q, want %q", rl.delays, want)
 	}
 }
 
 // fixedDelay is a proxy.AuthLimiter that asks every authentication to wait as long as itself.
 type fixedDelay time.Duration
 
-func (fixedDelay) Failed(netip.Addr)                {}
-func (d fixedDelay) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+func (fixedDelay) Failed(netip.Addr, string)                {}
+func (d fixedDelay) Delay(netip.Addr, string) time.Duration { return time.Duration(d) }
 
 // The limiter's delay is served, not just asked for: the tagged NO comes no sooner than
 // the delay after the client's last line. The delay runs when the command arrives, before

@@ -785,8 +785,8 @@ func TestObserver(t *testing.T) {
 // fixedDelay is a proxy.AuthLimiter that asks every authentication to wait as long as itself.
 type fixedDelay time.Duration
 
-func (fixedDelay) Failed(netip.Addr)                {}
-func (d fixedDelay) Delay(netip.Addr) time.Duration { return time.Duration(d) }
+func (fixedDelay) Failed(netip.Addr, string)                {}
+func (d fixedDelay) Delay(netip.Addr, string) time.Duration { return time.Duration(d) }
 
 // The limiter's delay holds back the answer: the front end runs Login.Wait.
 func TestAuthDelayHoldsAnswer(t *testing.T) {

@@ -974,7 +974,7 @@ func TestAuthFailureDelay(t *testing.T) {
 	c.expect("334 ")
 	c.send("")
 	c.expect("535 5.7.8 ")
-	if d := fl.Delay(netip.MustParseAddr("127.0.0.1")); d != time.Hour {
+	if d := fl.Delay(netip.MustParseAddr("127.0.0.1"), "alice"); d != time.Hour {
 		t.Fatalf("delay after one failure = %v, want 1h", d)
 	}
 	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
@@ -985,8 +985,8 @@ func TestAuthFailureDelay(t *testing.T) {
 // delayLimiter is an AuthLimiter asking the same delay of every client.
 type delayLimiter struct{ delay atomic.Int64 }
 
-func (*delayLimiter) Failed(netip.Addr)                {}
-func (l *delayLimiter) Delay(netip.Addr) time.Duration { return time.Duration(l.delay.Load()) }
+func (*delayLimiter) Failed(netip.Addr, string)                {}
+func (l *delayLimiter) Delay(netip.Addr, string) time.Duration { return time.Duration(l.delay.Load()) }
 
 // The delay the limiter asks for holds back the answer to each AUTH command, the error
 // challenge of a failure (whose 535 follows the client's answer) and the 235 of a success
