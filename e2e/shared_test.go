@@ -331,3 +331,55 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "")
 }
+
+// TestSharedSentinel: a replica that finds its store through Redis Sentinel (shared.sentinel)
+// writes to the primary the sentinel names: an introspection result it caches is there, and
+// a second replica configured the same way reuses it (the IdP counts one request).
+func TestSharedSentinel(t *testing.T) {
+	e := e2e(t)
+	dir := t.TempDir()
+	primary := startRedis(t, dir)
+	sentinelAddr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(sentinelAddr)
+	_, primaryPort, _ := net.SplitHostPort(primary.addr)
+	conf := filepath.Join(dir, "sentinel.conf") // sentinel rewrites it: a file of its own
+	writeFile0600(t, conf, fmt.Sprintf("port %s\nbind 127.0.0.1\nprotected-mode no\ndir %s\nsentinel monitor e2e 127.0.0.1 %s 1\n", port, dir, primaryPort))
+	log := filepath.Join(dir, "sentinel.log")
+	p, err := startProc("redis-sentinel", log, nil, func(line string) bool {
+		return strings.Contains(line, "+monitor master e2e")
+	}, 15*time.Second, primary.bin, conf, "--sentinel")
+	if err != nil {
+		t.Fatalf("redis-server --sentinel: %v\n%s", err, tail(log, 4<<10))
+	}
+	t.Cleanup(p.stop)
+
+	o := e.startTestIdP(t, "idp-sentinel")
+	const prefix = "e2e-sentinel:"
+	start := func(name string) *gate {
+		return e.startTestGate(t, gateSpec{
+			name:    name,
+			issuers: []string{e.introspectionIssuer(t, o.issuer)},
+			extra:   fmt.Sprintf("shared: {sentinel: {master_name: e2e, addresses: [%q]}, key_prefix: %q, timeout: 500ms}\n", sentinelAddr, prefix),
+		})
+	}
+	a, b := start("saslgate-sentinel-a"), start("saslgate-sentinel-b")
+	tok := o.mintOpaque(t, "alice")
+	o.resetCounts(t)
+	e.loginOK(t, a, tok)
+	e.loginOK(t, b, tok)
+	if c := o.counts(t); c.Introspection != 1 {
+		t.Errorf("one token on two replicas behind Sentinel caused %d introspection requests, want 1", c.Introspection)
+	}
+	keys, err := primary.client(t).Keys(context.Background(), prefix+"val:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Errorf("validation entries on the primary Sentinel names: %q, %v; want one", keys, err)
+	}
+	for _, g := range []*gate{a, b} {
+		if logHas(g.log, 0, "shared store unavailable") {
+			t.Errorf("%s: the store was unavailable through Sentinel:\n%s", filepath.Base(g.log), tail(g.log, 2<<10))
+		}
+	}
+}
