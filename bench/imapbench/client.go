@@ -64,16 +64,21 @@ var dialer = net.Dialer{
 	},
 }
 
-// dialTLS connects from the next source address, completes a full TLS
-// handshake (the client keeps no session cache) and reads the greeting.
-func (w *world) dialTLS(ctx context.Context, addr string, bufSize int) (*imapConn, error) {
+// dialTLS connects from the next source address, completes a TLS handshake
+// with cfg and reads the greeting. cfg nil is w.clientTLS, which keeps no
+// session cache: a full handshake every time. A cfg with a
+// ClientSessionCache resumes the session of its previous connection.
+func (w *world) dialTLS(ctx context.Context, addr string, bufSize int, cfg *tls.Config) (*imapConn, error) {
 	d := dialer
 	d.LocalAddr = sourceIPs[int(nextSource.Add(1))%len(sourceIPs)]
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, w.clientTLS)
+	if cfg == nil {
+		cfg = w.clientTLS
+	}
+	tc := tls.Client(raw, cfg)
 	_ = tc.SetDeadline(time.Now().Add(opTimeout))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -227,6 +232,16 @@ func (c *imapConn) idle() error {
 func (c *imapConn) logout() error {
 	_, err := c.cmd("LOGOUT")
 	return err
+}
+
+// resumingClient is the TLS configuration of one client goroutine that
+// resumes its sessions: the bench's, with a session cache of its own, as a
+// mail client keeps one per account. One entry: the goroutine talks to one
+// server.
+func (w *world) resumingClient() *tls.Config {
+	cfg := w.clientTLS.Clone()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	return cfg
 }
 
 // suiteName describes the negotiated TLS parameters.

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"runtime"
@@ -33,7 +34,9 @@ type target struct {
 
 // open connects, logs in as u and selects INBOX.
 func (w *world) open(ctx context.Context, t target, u *mailUser, bufSize int) (*imapConn, error) {
-	dial := w.dialTLS
+	dial := func(ctx context.Context, addr string, bufSize int) (*imapConn, error) {
+		return w.dialTLS(ctx, addr, bufSize, nil)
+	}
 	if t.plain {
 		dial = func(_ context.Context, addr string, _ int) (*imapConn, error) { return w.dialPlain(addr) }
 	}
@@ -165,42 +168,69 @@ type loginResult struct {
 	target        target
 	conc          int
 	handshakeOnly bool
+	resume        bool
 	n, errs       int
+	resumed       int // logins whose handshake resumed a session (ConnectionState().DidResume)
 	firstErr      error
 	cost          cost
 	p50, p99      time.Duration
+}
+
+// mostlyResumed is what a resumed row must reach to stand for resumed
+// logins: a server that issues no usable tickets (or one per process, of
+// several) would otherwise pass full handshakes off as resumptions.
+const mostlyResumed = 0.9
+
+// resumedShare is the share of the row's logins that resumed a TLS session.
+func (l loginResult) resumedShare() float64 {
+	if l.n == 0 {
+		return 0
+	}
+	return float64(l.resumed) / float64(l.n)
 }
 
 // loginCase is one row of the login table.
 type loginCase struct {
 	target        target
 	handshakeOnly bool
+	// resume: each client goroutine keeps a TLS session cache for the whole
+	// run, so its every login after its first (in the untimed warm-up)
+	// resumes a TLS 1.3 session, as a returning mail client's does.
+	resume bool
 }
 
 // runLogins measures every case with conc clients for dur in total: cycles
-// of connect, full TLS handshake, greeting, login, LOGOUT (or, handshakeOnly,
-// connect, handshake, greeting, close). The cases take turns in rounds of
-// dur/rounds, so load from elsewhere on the machine falls on all of them
-// alike. Latency runs from connect to the LOGOUT's tagged OK.
+// of connect, TLS handshake (full, or resumed for resume cases), greeting,
+// login, LOGOUT (or, handshakeOnly, connect, handshake, greeting, close).
+// The cases take turns in rounds of dur/rounds, so load from elsewhere on
+// the machine falls on all of them alike. Latency runs from connect to the
+// LOGOUT's tagged OK.
 func (w *world) runLogins(ctx context.Context, cases []loginCase, conc int, dur time.Duration, rounds int) []loginResult {
 	res := make([]loginResult, len(cases))
 	lats := make([][]time.Duration, len(cases))
+	clients := make([][]*tls.Config, len(cases))
 	for i, c := range cases {
-		res[i] = loginResult{target: c.target, conc: conc, handshakeOnly: c.handshakeOnly}
-		w.loginLoop(ctx, c.target, conc, dur/20, c.handshakeOnly, nil) // warm-up
+		res[i] = loginResult{target: c.target, conc: conc, handshakeOnly: c.handshakeOnly, resume: c.resume}
+		if c.resume {
+			for range conc {
+				clients[i] = append(clients[i], w.resumingClient())
+			}
+		}
+		w.loginLoop(ctx, c.target, conc, dur/20, c.handshakeOnly, clients[i], nil) // warm-up; brings the resume cases' tickets
 	}
 	for round := range rounds {
 		for i, c := range cases {
 			if ctx.Err() != nil {
 				return res
 			}
-			progress("2/4 logins, %d client(s), round %d/%d: %s%s", conc, round+1, rounds, c.target.label, map[bool]string{true: ", handshake only"}[c.handshakeOnly])
+			progress("2/4 logins, %d client(s), round %d/%d: %s", conc, round+1, rounds, c.label())
 			var r loginResult
 			a := w.snap(c.target)
-			lat := w.loginLoop(ctx, c.target, conc, dur/time.Duration(rounds), c.handshakeOnly, &r)
+			lat := w.loginLoop(ctx, c.target, conc, dur/time.Duration(rounds), c.handshakeOnly, clients[i], &r)
 			b := w.snap(c.target)
 			res[i].cost.add(a, b)
 			res[i].errs += r.errs
+			res[i].resumed += r.resumed
 			if res[i].firstErr == nil {
 				res[i].firstErr = r.firstErr
 			}
@@ -214,22 +244,48 @@ func (w *world) runLogins(ctx context.Context, cases []loginCase, conc int, dur 
 	return res
 }
 
-func (w *world) loginLoop(ctx context.Context, t target, conc int, dur time.Duration, handshakeOnly bool, r *loginResult) []time.Duration {
+// label names the case's row in the progress lines and the login table.
+func (c loginCase) label() string {
+	return rowLabel(c.target, c.handshakeOnly, c.resume)
+}
+
+func rowLabel(t target, handshakeOnly, resume bool) string {
+	switch {
+	case handshakeOnly:
+		return t.label + ", handshake only"
+	case resume:
+		return t.label + ", resumed TLS"
+	}
+	return t.label
+}
+
+// loginLoop runs conc client goroutines logging in to t for dur. clients,
+// if not nil, holds each goroutine's TLS configuration (resumingClient);
+// nil means full handshakes.
+func (w *world) loginLoop(ctx context.Context, t target, conc int, dur time.Duration, handshakeOnly bool, clients []*tls.Config, r *loginResult) []time.Duration {
 	var (
-		mu    sync.Mutex
-		all   []time.Duration
-		next  atomic.Uint64
-		wg    sync.WaitGroup
-		errs  int
-		first error
+		mu      sync.Mutex
+		all     []time.Duration
+		next    atomic.Uint64
+		wg      sync.WaitGroup
+		errs    int
+		resumed int
+		first   error
 	)
 	end := time.Now().Add(dur)
-	for range conc {
+	for i := range conc {
+		var cfg *tls.Config
+		if clients != nil {
+			cfg = clients[i]
+		}
 		wg.Go(func() {
-			var lat []time.Duration
+			var (
+				lat []time.Duration
+				res int
+			)
 			for time.Now().Before(end) && ctx.Err() == nil {
 				u := w.users[next.Add(1)%uint64(len(w.users))]
-				d, err := w.loginOnce(ctx, t, u, handshakeOnly)
+				d, didResume, err := w.loginOnce(ctx, t, u, handshakeOnly, cfg)
 				if err != nil {
 					mu.Lock()
 					errs++
@@ -241,38 +297,44 @@ func (w *world) loginLoop(ctx context.Context, t target, conc int, dur time.Dura
 					continue
 				}
 				lat = append(lat, d)
+				if didResume {
+					res++
+				}
 			}
 			mu.Lock()
 			all = append(all, lat...)
+			resumed += res
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	if r != nil {
-		r.errs, r.firstErr = errs, first
+		r.errs, r.firstErr, r.resumed = errs, first, resumed
 	}
 	return all
 }
 
-func (w *world) loginOnce(ctx context.Context, t target, u *mailUser, handshakeOnly bool) (time.Duration, error) {
+// loginOnce is one connection: it returns its latency and whether its
+// handshake resumed a session.
+func (w *world) loginOnce(ctx context.Context, t target, u *mailUser, handshakeOnly bool, cfg *tls.Config) (time.Duration, bool, error) {
 	start := time.Now()
-	c, err := w.dialTLS(ctx, t.addr, 4096)
+	c, err := w.dialTLS(ctx, t.addr, 4096, cfg)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer c.close()
 	if handshakeOnly {
-		return time.Since(start), nil
+		return time.Since(start), c.tls.DidResume, nil
 	}
 	if err := c.auth(t.auth, u); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if err := c.logout(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	// Close at once, as mail clients do; the source addresses are spread
 	// (sourceIPs) so the client-side TIME_WAITs never run out of ports.
-	return time.Since(start), nil
+	return time.Since(start), c.tls.DidResume, nil
 }
 
 // ---- 3. idle sessions ----
@@ -293,7 +355,7 @@ type idleResult struct {
 // sessions still open (the profiling phase takes its heap profile there).
 func (w *world) runIdle(ctx context.Context, t target, n, conc int, settle time.Duration, whileOpen func()) (idleResult, error) {
 	r := idleResult{target: t, n: n}
-	w.loginLoop(ctx, t, conc, time.Second, false, nil) // warm-up: JWKS, TLS, pools
+	w.loginLoop(ctx, t, conc, time.Second, false, nil, nil) // warm-up: JWKS, TLS, pools
 	time.Sleep(2 * time.Second)
 	r.before = w.snap(t)
 

@@ -96,9 +96,9 @@ func (w *world) runProfiles(ctx context.Context) (*profileResult, error) {
 	} {
 		progress("profile: %s (%ds)", l.title, secs)
 		t := target{label: l.g.name, addr: l.g.addr, auth: authBearer, proxy: l.g.proc}
-		w.loginLoop(ctx, t, w.cfg.conc, time.Second, false, nil)
+		w.loginLoop(ctx, t, w.cfg.conc, time.Second, false, nil, nil)
 		done := pr.cpuProfile(l.g, secs, l.file, l.title)
-		w.loginLoop(ctx, t, w.cfg.conc, secs*time.Second+500*time.Millisecond, false, nil)
+		w.loginLoop(ctx, t, w.cfg.conc, secs*time.Second+500*time.Millisecond, false, nil, nil)
 		<-done
 	}
 
@@ -110,7 +110,7 @@ func (w *world) runProfiles(ctx context.Context) (*profileResult, error) {
 		return nil, err
 	}
 	tt.proxy = twin.proc
-	w.loginLoop(ctx, tt, w.cfg.conc, time.Second, false, nil)
+	w.loginLoop(ctx, tt, w.cfg.conc, time.Second, false, nil, nil)
 	pr.heapEmpty, _ = twin.memStats()
 	pr.idle, err = w.runIdle(ctx, tt, w.cfg.sessions, w.cfg.conc, w.cfg.settle, func() {
 		pr.heapIdle, _ = twin.memStats()
