@@ -18,12 +18,13 @@ const byeLost = "* BYE Backend connection lost\r\n"
 // literal8's "~{n}") is followed by n octets of literal data and then the rest of the line.
 // Literal data is skipped without being looked at. It notes an untagged BYE, which the
 // server sends before it closes (LOGOUT, autologout, its own shutdown), so that a session
-// whose backend closes without one gets byeLost.
+// whose backend closes without one gets byeLost. Every spliced session holds one: its fields
+// are in the order that fits them in 48 bytes rather than 64.
 type responseBoundary struct {
 	literal int64    // literal octets still to come
+	n       int      // bytes of the current line seen so far, up to len(tail) kept
 	tail    [24]byte // the end of the current line: "{" 20 digits "}" CRLF fits
 	head    [6]byte  // the start of the current line: "* BYE " fits
-	n       int      // bytes of the current line seen so far, up to len(tail) kept
 	bye     bool     // the server sent an untagged BYE
 }
 

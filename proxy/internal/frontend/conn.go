@@ -32,8 +32,9 @@ const EndWait = 2 * time.Second
 type Conn struct {
 	ID     string
 	Client backends.Client // the client's address and the one it connected to
-	Log    *slog.Logger
-	Obs    proxy.Observer
+	// Log is the connection's logger until the splice, which keeps none (logger).
+	Log *slog.Logger
+	Obs proxy.Observer
 
 	Raw  net.Conn // the accepted socket
 	NC   net.Conn // Raw, or TLS over it
@@ -43,6 +44,12 @@ type Conn struct {
 	Bind proxy.Conn // what the credentials are checked against (TLS state, served certificate)
 
 	bye string // the line a spliced session ends with at a drain; "" for none
+
+	// What Log is made of, for the line that ends a spliced session (logger): a logger's
+	// attributes, preformatted by its handler, were about 280 bytes of each idle session.
+	log      *slog.Logger // the server's
+	listener string
+	user     string // set by LoggedIn
 
 	mu      sync.Mutex
 	authed  bool           // logged in: which session gauge it is in
@@ -61,6 +68,8 @@ func NewConn(nc net.Conn, id string, log *slog.Logger, listener string, obs prox
 	return Conn{
 		ID:       id,
 		Log:      log.With("conn", id, "listener", listener, "remote", nc.RemoteAddr().String()),
+		log:      log,
+		listener: listener,
 		Obs:      obs,
 		Raw:      nc,
 		NC:       nc,
@@ -84,7 +93,7 @@ func (c *Conn) Run(release func(), run func() error) {
 	spliced := false
 	defer func() {
 		if v := recover(); v != nil {
-			c.Log.Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
+			c.logger().Error("panic in connection; closed", "panic", v, "stack", string(debug.Stack()))
 		}
 		if !spliced {
 			c.finish()
@@ -96,7 +105,7 @@ func (c *Conn) Run(release func(), run func() error) {
 		return
 	}
 	if err != nil {
-		c.Log.Debug("connection ended", "reason", err)
+		c.logger().Debug("connection ended", "reason", err)
 	}
 }
 
@@ -181,6 +190,7 @@ func (c *Conn) StartTLS(cfg *tls.Config, l proxy.ListenerConfig, preauth time.Ti
 // LoggedIn records the login: the user in the log, and the session in the authenticated
 // gauge.
 func (c *Conn) LoggedIn(user string) {
+	c.user = user
 	c.Log = c.Log.With("user", user)
 	c.mu.Lock()
 	c.authed = true
@@ -198,6 +208,9 @@ func (c *Conn) Splice(backend net.Conn, bbr *bufio.Reader, framer relay.Framer) 
 	// drained rather than held for the session's life.
 	cbr := c.BR
 	c.BR, c.BW = nil, nil
+	// Nor the logger, made again for the session's last line, nor the TLS state the login
+	// checked the credentials against (a copy of crypto/tls's).
+	c.Log, c.Bind = nil, proxy.Conn{}
 	c.mu.Lock()
 	c.backend = backend
 	c.spliced = relay.Start(c.NC, cbr, backend, bbr, framer, c.spliceEnded)
@@ -223,9 +236,21 @@ func (c *Conn) finish() {
 
 // spliceEnded is the end of a logged-in session.
 func (c *Conn) spliceEnded(up, down int64) {
-	c.Log.Info("session ended", "bytes_up", up, "bytes_down", down)
+	c.logger().Info("session ended", "bytes_up", up, "bytes_down", down)
 	c.Obs.Relayed(up, down)
 	c.finish()
+}
+
+// logger is Log, or once spliced the same logger made again.
+func (c *Conn) logger() *slog.Logger {
+	if c.Log != nil {
+		return c.Log
+	}
+	log := c.log.With("conn", c.ID, "listener", c.listener, "remote", c.Raw.RemoteAddr().String())
+	if c.Authed() {
+		log = log.With("user", c.user)
+	}
+	return log
 }
 
 // IsTimeout reports whether err is a timeout, a read deadline passing.
