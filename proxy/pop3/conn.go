@@ -87,7 +87,7 @@ func (c *conn) serve(deadline time.Time) error {
 // startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
 // connection back its pre-authentication deadline.
 func (c *conn) startTLS(preauth time.Time) error {
-	if err := c.StartTLS(c.s.fe.TLSConfig(), c.s.Listener, preauth); err != nil {
+	if err := c.StartTLS(c.s.fe.ConnTLS(), c.s.Listener, preauth); err != nil {
 		return fmt.Errorf("pop3: TLS handshake: %w", err)
 	}
 	return nil

@@ -99,7 +99,7 @@ func (c *conn) reader() *lineReader {
 // startTLS runs the TLS handshake within the listener's handshake timeout, then gives the
 // connection back its pre-authentication deadline.
 func (c *conn) startTLS(preauth time.Time) error {
-	if err := c.StartTLS(c.s.fe.TLSConfig(), c.s.Listener, preauth); err != nil {
+	if err := c.StartTLS(c.s.fe.ConnTLS(), c.s.Listener, preauth); err != nil {
 		return fmt.Errorf("sieve: TLS handshake: %w", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
@@ -98,13 +99,53 @@ type Served struct {
 
 // ServerConfig returns a copy of base, for one connection, that records in the returned
 // Served the certificate each handshake picks. base must set GetCertificate or
-// Certificates.
+// Certificates. A server that runs the handshakes itself uses ListenerConfig instead: one
+// copy for all its connections, which is 0.5 KB less per open connection.
 func ServerConfig(base *tls.Config) (*tls.Config, *Served) {
 	s := new(Served)
 	cfg := base.Clone()
+	pick := certPicker(base)
+	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := pick(hello)
+		if err == nil {
+			s.cert.Store(c)
+		}
+		return c, err
+	}
+	return cfg, s
+}
+
+// ListenerConfig returns a copy of base for every connection of a listener: a handshake
+// run with tls.Conn.HandshakeContext(WithServed(ctx, s)) records in s the certificate it
+// picks. base must set GetCertificate or Certificates.
+func ListenerConfig(base *tls.Config) *tls.Config {
+	cfg := base.Clone()
+	pick := certPicker(base)
+	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := pick(hello)
+		if s, ok := hello.Context().Value(servedKey{}).(*Served); ok && err == nil {
+			s.cert.Store(c)
+		}
+		return c, err
+	}
+	return cfg
+}
+
+type servedKey struct{}
+
+// WithServed returns ctx carrying s, for a handshake with a ListenerConfig. ctx should have
+// no Done channel (context.Background's children of WithValue have none): crypto/tls
+// watches one with a goroutine of its own for each handshake.
+func WithServed(ctx context.Context, s *Served) context.Context {
+	return context.WithValue(ctx, servedKey{}, s)
+}
+
+// certPicker is base's choice of certificate: its GetCertificate, else crypto/tls's own
+// choice among its Certificates, without its name index.
+func certPicker(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	get := base.GetCertificate
 	certs := base.Certificates
-	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		var c *tls.Certificate
 		if get != nil {
 			var err error
@@ -113,7 +154,6 @@ func ServerConfig(base *tls.Config) (*tls.Config, *Served) {
 			}
 		}
 		if c == nil && len(certs) > 0 {
-			// crypto/tls's own choice among Certificates, without its name index.
 			c = &certs[0]
 			for i := range certs {
 				if hello.SupportsCertificate(&certs[i]) == nil {
@@ -125,10 +165,8 @@ func ServerConfig(base *tls.Config) (*tls.Config, *Served) {
 		if c == nil {
 			return nil, errors.New("binding: no server certificate")
 		}
-		s.cert.Store(c)
 		return c, nil
 	}
-	return cfg, s
 }
 
 // Leaf returns the recorded certificate, parsed; nil when nothing was recorded.

@@ -2,6 +2,7 @@ package binding
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -375,6 +376,52 @@ func TestCertThumbprintVectors(t *testing.T) {
 	for _, tc := range cases {
 		if got := CertThumbprint(tc.der); got != tc.want {
 			t.Errorf("%s: CertThumbprint = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// One ListenerConfig serves many connections: each handshake records, in the Served of its
+// own context, the certificate it was served (here chosen by the client's name), and a
+// handshake without one records nothing anywhere.
+func TestListenerConfig(t *testing.T) {
+	ec, other := p256(t, x509.ECDSAWithSHA256), p256(t, x509.ECDSAWithSHA384)
+	cfg := ListenerConfig(&tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if h.ServerName == "other.example.com" {
+			return &other, nil
+		}
+		return &ec, nil
+	}})
+	run := func(name string, s *Served) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		cc := tls.Client(a, &tls.Config{InsecureSkipVerify: true, ServerName: name})
+		sc := tls.Server(b, cfg)
+		errc := make(chan error, 1)
+		go func() {
+			ctx := context.Background()
+			if s != nil {
+				ctx = WithServed(ctx, s)
+			}
+			errc <- sc.HandshakeContext(ctx)
+		}()
+		if err := cc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, second := new(Served), new(Served)
+	run("mail.example.com", first)
+	run("other.example.com", second)
+	run("mail.example.com", nil)
+	for _, c := range []struct {
+		s    *Served
+		want tls.Certificate
+	}{{first, ec}, {second, other}} {
+		if leaf, err := c.s.Leaf(); err != nil || leaf == nil || !bytes.Equal(leaf.Raw, c.want.Certificate[0]) {
+			t.Errorf("Leaf = %v, %v; want the certificate served on that connection", leaf, err)
 		}
 	}
 }

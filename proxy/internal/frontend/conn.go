@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -169,15 +170,15 @@ func (c *Conn) SetStream(nc net.Conn) {
 	c.BW = bufio.NewWriterSize(nc, 4096)
 }
 
-// StartTLS runs the server's TLS handshake with cfg (the listener's: Server.TLSConfig) within
+// StartTLS runs the server's TLS handshake with cfg (the listener's: Server.ConnTLS) within
 // the listener's handshake timeout, then gives the connection back its pre-authentication
 // deadline. The stream is TLS from then on; what was buffered before is dropped.
 func (c *Conn) StartTLS(cfg *tls.Config, l proxy.ListenerConfig, preauth time.Time) error {
-	cfg, served := binding.ServerConfig(cfg)
+	served := new(binding.Served)
 	// The splice's writes toward the client go out as one write(2) per batch of records.
 	tc := tls.Server(relay.Coalesce(c.Raw), cfg)
 	c.Raw.SetDeadline(l.HandshakeDeadline(preauth))
-	if err := tc.Handshake(); err != nil {
+	if err := tc.HandshakeContext(binding.WithServed(context.Background(), served)); err != nil {
 		return err
 	}
 	c.Raw.SetDeadline(preauth)

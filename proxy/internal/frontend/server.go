@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/tls/binding"
 )
 
 // Server is what a front end's Server holds beneath its exported fields. The zero value is
@@ -23,6 +24,7 @@ type Server struct {
 	nextID    atomic.Uint64
 	initTLS   sync.Once
 	tlsConfig *tls.Config // the listener's, asking for client certificates as it says
+	connTLS   *tls.Config // tlsConfig for every connection's handshake (binding.ListenerConfig)
 	tlsErr    error
 	start     sync.Once
 }
@@ -49,12 +51,20 @@ type NewSession func(nc net.Conn, id string, obs proxy.Observer) proxy.Session
 
 // InitTLS derives the listener's TLS configuration from base once; Serve does it first.
 func (s *Server) InitTLS(l proxy.ListenerConfig, base *tls.Config) error {
-	s.initTLS.Do(func() { s.tlsConfig, s.tlsErr = l.ServerTLS(base) })
+	s.initTLS.Do(func() {
+		if s.tlsConfig, s.tlsErr = l.ServerTLS(base); s.tlsErr == nil {
+			s.connTLS = binding.ListenerConfig(s.tlsConfig)
+		}
+	})
 	return s.tlsErr
 }
 
 // TLSConfig is the listener's TLS configuration, once InitTLS has run.
 func (s *Server) TLSConfig() *tls.Config { return s.tlsConfig }
+
+// ConnTLS is the configuration Conn.StartTLS runs every handshake with, once InitTLS has
+// run: TLSConfig, recording the certificate each connection is served.
+func (s *Server) ConnTLS() *tls.Config { return s.connTLS }
 
 // Serve accepts connections on ln until Shutdown or Close and runs the session newSession
 // makes of each; it always returns a non-nil error, proxy.ErrServerClosed after a shutdown.
