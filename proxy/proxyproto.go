@@ -193,6 +193,11 @@ type proxiedConn struct {
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 func (c *proxiedConn) LocalAddr() net.Addr  { return c.local }
 
+// Wrapped is the accepted connection: a proxiedConn holds no bytes of its own (the header
+// was read byte by byte), so a spliced session behind a balancer parks its socket like any
+// other (relay.Passthrough). Without it, idle sessions behind HAProxy kept two goroutines.
+func (c *proxiedConn) Wrapped() net.Conn { return c.Conn }
+
 // acceptProxy reads the PROXY header of nc, a connection from a trusted peer, within
 // ProxyHeaderTimeout, and returns the connection with the header's addresses.
 func acceptProxy(nc net.Conn) (net.Conn, error) {

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/saslgate/saslgate/proxy/relay"
 )
 
 func TestReadProxyHeader(t *testing.T) {
@@ -126,3 +128,7 @@ func FuzzReadProxyHeader(f *testing.F) {
 		}
 	})
 }
+
+// A PROXY-protocol connection holds no bytes of its own, so the splice parks the socket
+// under it.
+var _ relay.Passthrough = (*proxiedConn)(nil)

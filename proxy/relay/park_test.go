@@ -248,3 +248,25 @@ func (s *Session) parkedHalves() int {
 	}
 	return n
 }
+
+// passthrough is a Passthrough, as a PROXY-protocol listener's connection is.
+type passthrough struct{ net.Conn }
+
+func (p passthrough) Wrapped() net.Conn { return p.Conn }
+
+// A client behind a Passthrough wrapper (a PROXY-protocol listener) is read the way its
+// socket is, and its idle session parks.
+func TestPassthroughClientParks(t *testing.T) {
+	_, raw := tcpPair(t)
+	if got, want := fmt.Sprintf("%T", newWaitReader(passthrough{raw})), fmt.Sprintf("%T", newWaitReader(raw)); got != want {
+		t.Errorf("a client behind a Passthrough is read with %s, its socket with %s", got, want)
+	}
+	shortPark(t)
+	client, gwc := tcpPair(t)
+	backend, gwb := tcpPair(t)
+	s := Start(passthrough{gwc}, bufio.NewReader(gwc), gwb, bufio.NewReader(gwb), nil, func(int64, int64) {})
+	waitParked(t, s)
+	exchange(t, client, backend, "a NOOP\r\n")
+	exchange(t, backend, client, "a OK\r\n")
+	s.Abort()
+}

@@ -280,8 +280,17 @@ func (h *half) done(srcEnded bool) {
 	h.s.halfDone(last)
 }
 
+// A Passthrough connection wraps another without buffering: its reads and writes are the
+// wrapped connection's (a PROXY-protocol listener's connection, which changes only the
+// addresses it reports). The splice waits on, and parks, the socket under it; a wrapper that
+// holds bytes of its own must not be one, or parking would strand them.
+type Passthrough interface {
+	net.Conn
+	Wrapped() net.Conn
+}
+
 // socketOf returns the RawConn of the socket under c (a TLS connection's
-// transport, a downstream's connection), or nil.
+// transport, a downstream's connection, a Passthrough's), or nil.
 func socketOf(c net.Conn) syscall.RawConn {
 	for {
 		switch t := c.(type) {
@@ -300,6 +309,9 @@ func socketOf(c net.Conn) syscall.RawConn {
 				return nil
 			}
 			return rc
+		case Passthrough:
+			c = t.Wrapped()
+			continue
 		}
 		return nil
 	}
@@ -330,6 +342,8 @@ func newWaitReader(c net.Conn) waitReader {
 		if r := newFDReader(c, c); r != nil {
 			return r
 		}
+	case Passthrough:
+		return newWaitReader(c.Wrapped())
 	}
 	// Anything else (net.Pipe in tests) may have its own buffering, so only its
 	// own Read is safe; it holds a buffer while it waits, as io.Copy would.
