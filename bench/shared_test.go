@@ -12,8 +12,9 @@ import (
 
 // BenchmarkGatewayLoginShared is BenchmarkGatewayLogin at 64 concurrent clients with the
 // failure limiter and the refused-login memory in memory ("memory") and in the Valkey/Redis
-// store at SASLGATE_BENCH_REDIS, host:port ("store": two store round trips per login, the
-// limiter's count and the refusal memory's), in the same run; "roundtrip" is the cost of one
+// store at SASLGATE_BENCH_REDIS, host:port ("store": three store round trips per login, the
+// limiter's counts for the address and for the user the client names, and the refusal
+// memory's), in the same run; "roundtrip" is the cost of one
 // store call (a counter read) at the same concurrency. Skipped without SASLGATE_BENCH_REDIS.
 func BenchmarkGatewayLoginShared(b *testing.B) {
 	addr := os.Getenv("SASLGATE_BENCH_REDIS")

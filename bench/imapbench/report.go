@@ -135,7 +135,7 @@ func (r *report) markdown() string {
 	p("Only saslgate has a \"resumed TLS\" row. nginx needs tickets to resume TLS 1.3 and, Nagle being on, then pays")
 	p("that delay on every resumed login (a trial with one ticket: p50 48.5 ms, 20 logins/s with 1 client, against 3.3 ms")
 	p("and 263/s with full handshakes), which measures the delayed ACK, not the handshake. Dovecot's imap-login processes")
-	p("(2 here, each with its own OpenSSL ticket key) resumed 42–53% of the logins in that trial: mostly full handshakes.")
+	p("(2 here, each with its own OpenSSL ticket key) resumed 42–53%% of the logins in that trial: mostly full handshakes.")
 	p("")
 	r.summary(p)
 	r.bulkTable(p)
