@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -60,7 +58,7 @@ func BenchmarkGatewayIdle(b *testing.B) {
 			c.c.Close()
 		}
 		time.Sleep(100 * time.Millisecond)
-		m0 := gw.mem(b)
+		m0 := idleMemOf(b, gw)
 		sessions := make([]*benchClient, *idleSessions)
 		for i := range sessions {
 			c := gw.g.login(b)
@@ -71,14 +69,14 @@ func BenchmarkGatewayIdle(b *testing.B) {
 		// Every direction parks parkAfter (5 s) after its last data; the poller is the
 		// one goroutine the sessions share.
 		deadline := time.Now().Add(30 * time.Second)
-		for gw.mem(b).goroutines > m0.goroutines+1 {
+		for idleMemOf(b, gw).goroutines > m0.goroutines+1 {
 			if time.Now().After(deadline) {
 				b.Fatal("waited 30s for the sessions to park")
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 		time.Sleep(*idleSettle)
-		m1 := gw.mem(b)
+		m1 := idleMemOf(b, gw)
 		n := float64(len(sessions))
 		b.ReportMetric(float64(m1.heapAlloc-m0.heapAlloc)/n, "heapB/session")
 		b.ReportMetric(float64(m1.heapInuse-m0.heapInuse)/n, "inuseB/session")
@@ -158,64 +156,26 @@ func serveIdleBackend(ln net.Listener) {
 	}
 }
 
-type idleChild struct {
-	g    gateway
-	ctl  io.WriteCloser
-	resp *bufio.Reader
-}
-
 type idleMem struct {
 	rss, heapAlloc, heapInuse, stack uint64
 	goroutines                       int
 }
 
-func startIdleChild(b *testing.B, backend string) *idleChild {
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestGatewayIdleChild$")
-	cmd.Env = append(os.Environ(), "SASLGATE_BENCH_IDLE_BACKEND="+backend)
+// startIdleChild starts TestGatewayIdleChild in front of backend.
+func startIdleChild(b *testing.B, backend string) *childGateway {
+	env := []string{"SASLGATE_BENCH_IDLE_BACKEND=" + backend}
 	if *idleGOGC != "" {
-		cmd.Env = append(cmd.Env, "GOGC="+*idleGOGC)
+		env = append(env, "GOGC="+*idleGOGC)
 	}
+	var args []string
 	if *idleHeapOut != "" {
-		cmd.Args = append(cmd.Args, "-test.memprofilerate", "1")
+		args = append(args, "-test.memprofilerate", "1")
 	}
-	cmd.Stderr = os.Stderr
-	ctl, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ctl.Close(); cmd.Wait() })
-	p := &idleChild{ctl: ctl, resp: bufio.NewReader(out)}
-	addr, err := p.resp.ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.g = gateway{
-		addr:      strings.TrimSpace(addr),
-		clientTLS: &tls.Config{InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}},
-		token:     "opaque-bench-token",
-	}
-	return p
+	return startChild(b, "TestGatewayIdleChild", env, args...)
 }
 
-func (p *idleChild) ask(b *testing.B, req string) string {
-	if _, err := io.WriteString(p.ctl, req+"\n"); err != nil {
-		b.Fatal(err)
-	}
-	line, err := p.resp.ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	return strings.TrimSpace(line)
-}
-
-func (p *idleChild) mem(b *testing.B) idleMem {
+// idleMemOf asks the idle gateway p for its memory figures.
+func idleMemOf(b *testing.B, p *childGateway) idleMem {
 	var m idleMem
 	if _, err := fmt.Sscan(p.ask(b, "mem"), &m.rss, &m.heapAlloc, &m.heapInuse, &m.stack, &m.goroutines); err != nil {
 		b.Fatal(err)

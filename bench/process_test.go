@@ -6,10 +6,8 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,9 +26,9 @@ import (
 // this one, and reports the gateway's CPU alone, as imapbench's "proxy CPU" does: s/GB of
 // FETCH literals relayed, ms per login. The gateway is
 //
-//   - imap: the real proxy/imap.Server of BenchmarkGatewayLogin (stub backend dial);
-//   - imap-coalesce: imap with each accepted connection wrapped in relay.Coalesce, which is
-//     what a front end's tls.Server(relay.Coalesce(raw), …) does;
+//   - imap: the real proxy/imap.Server of BenchmarkGatewayLogin (stub backend dial), whose
+//     handshake runs over relay.Coalesce as every splicing front end's does (the
+//     "imap-coalesce" row of bench/README.md's second step, before the front ends did);
 //   - relay: proxy/relay alone behind a TLS handshake, the client's FETCH relayed as it
 //     comes (no login);
 //   - relay-coalesce: relay over relay.Coalesce, as a front end wraps its client socket.
@@ -45,7 +43,7 @@ func BenchmarkGatewayProcess(b *testing.B) {
 	b.Cleanup(func() { bln.Close() })
 	go serveScriptedBackend(bln)
 	const size = 1 << 20
-	for _, mode := range []string{"imap", "imap-coalesce", "relay", "relay-coalesce"} {
+	for _, mode := range []string{"imap", "relay", "relay-coalesce"} {
 		b.Run("fetch/"+mode, func(b *testing.B) {
 			gw := startGatewayProcess(b, mode, bln.Addr().String())
 			c := gw.connect(b, strings.HasPrefix(mode, "imap"))
@@ -72,55 +70,21 @@ func BenchmarkGatewayProcess(b *testing.B) {
 
 var childProfile = flag.String("childprofile", "", "BenchmarkGatewayProcess writes the gateway process's CPU profile to `prefix`-<benchmark>.pprof")
 
-type gatewayProcess struct {
-	g    gateway
-	ctl  io.WriteCloser
-	resp *bufio.Reader
-}
-
+// startGatewayProcess starts TestGatewayProcessChild as mode in front of backend.
 func startGatewayProcess(b *testing.B, mode, backend string) *gatewayProcess {
-	args := []string{"-test.run", "^TestGatewayProcessChild$"}
+	var args []string
 	if *childProfile != "" {
 		args = append(args, "-test.cpuprofile", *childProfile+"-"+strings.ReplaceAll(b.Name(), "/", "_")+".pprof")
 	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "SASLGATE_BENCH_CHILD="+mode, "SASLGATE_BENCH_BACKEND="+backend)
-	cmd.Stderr = os.Stderr
-	ctl, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ctl.Close(); cmd.Wait() })
-	p := &gatewayProcess{ctl: ctl, resp: bufio.NewReader(out)}
-	addr, err := p.resp.ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.g = gateway{
-		addr:      strings.TrimSpace(addr),
-		clientTLS: &tls.Config{InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}},
-		token:     "opaque-bench-token",
-	}
-	return p
+	return &gatewayProcess{startChild(b, "TestGatewayProcessChild", []string{"SASLGATE_BENCH_CHILD=" + mode, "SASLGATE_BENCH_BACKEND=" + backend}, args...)}
 }
+
+// gatewayProcess is BenchmarkGatewayProcess's child gateway.
+type gatewayProcess struct{ *childGateway }
 
 // cpu asks the gateway process for its CPU time so far.
 func (p *gatewayProcess) cpu(b *testing.B) time.Duration {
-	if _, err := io.WriteString(p.ctl, "cpu\n"); err != nil {
-		b.Fatal(err)
-	}
-	line, err := p.resp.ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	ns, err := strconv.ParseInt(p.ask(b, "cpu"), 10, 64)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -165,10 +129,7 @@ func TestGatewayProcessChild(t *testing.T) {
 	}
 	tlsConfig := certs.FromCertificate(cert).TLSConfig()
 	switch mode {
-	case "imap", "imap-coalesce":
-		if mode == "imap-coalesce" {
-			ln = coalescingListener{ln}
-		}
+	case "imap":
 		srv := &imap.Server{
 			Listener:  proxy.ListenerConfig{Name: "bench", Protocol: "imap", Address: ln.Addr().String(), TLS: proxy.TLSImplicit},
 			TLSConfig: tlsConfig,
@@ -221,15 +182,4 @@ func TestGatewayProcessChild(t *testing.T) {
 		}
 		fmt.Println(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-}
-
-// coalescingListener wraps each accepted connection in relay.Coalesce.
-type coalescingListener struct{ net.Listener }
-
-func (l coalescingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return relay.Coalesce(c), nil
 }
