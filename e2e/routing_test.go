@@ -276,6 +276,10 @@ routes:
 func TestRoutingHash(t *testing.T) {
 	e := e2e(t)
 	c := e.startCluster(t)
+	admin, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	g := e.startTestGate(t, gateSpec{
 		name:    "saslgate-hash",
 		issuers: []string{jwtIssuer(e.idp.issuer)},
@@ -284,7 +288,8 @@ func TestRoutingHash(t *testing.T) {
   - {name: shard, protocol: imap, tls: none, timeout: 30s, members: [{address: %q}, {address: %q}], %s}
 routes:
   sources: [{hash: {}}]
-`, c.d1.addr, c.d2.addr, routeHealth),
+admin: {address: %s}
+`, c.d1.addr, c.d2.addr, routeHealth, admin),
 	})
 	home := map[string]string{}
 	for _, login := range []string{"alice", "bob"} {
@@ -297,6 +302,14 @@ routes:
 		}
 	}
 	byName := map[string]*routeDovecot{"d1": c.d1, "d2": c.d2}
+	// Each member's logins are counted under its address: alice's three on hers.
+	logins := scrape(t, admin)
+	if n := metricValue(logins, "saslgate_backend_member_logins_total", fmt.Sprintf(`member=%q,pool="shard",protocol="imap",result="success"`, byName[home["alice"]].addr)); n < 3 {
+		t.Errorf("%s's successful logins in saslgate_backend_member_logins_total: %v, want at least alice's 3", home["alice"], n)
+	}
+	if n := metricValue(logins, "saslgate_backend_member_logins_total", `result="success"`); n != 6 {
+		t.Errorf("successful member logins: %v, want 6", n)
+	}
 	down := byName[home["alice"]]
 	other := map[string]string{"d1": "d2", "d2": "d1"}[down.name]
 	from := fileSize(t, g.log)

@@ -38,6 +38,8 @@ type Login struct {
 	// a SHA-256 of the protocol, user and refused secret, never the secret. Each use falls
 	// back to this Login's own memory when the store does not answer.
 	Refusals Counters
+	// Members, when set, counts each backend login by the pool member it went to (metrics).
+	Members MemberObserver
 
 	refusals refusalMemory
 	logs     userLogLimiter
@@ -191,6 +193,7 @@ func (l *Login) Run(ctx context.Context, a *Attempt, c sasl.Credentials) error {
 	if a.Observer != nil {
 		a.Observer.BackendLogin(time.Since(start), BackendResult(err))
 	}
+	l.ObserveMember(a.Protocol, route, err)
 	switch {
 	case err == nil && remember:
 		l.forgetRefusal(key, inStore)
@@ -406,6 +409,25 @@ type Observer interface {
 	SessionStarted()
 	SessionAuthenticated()
 	SessionEnded(authenticated bool)
+}
+
+// MemberObserver counts backend logins by pool member; internal/metrics implements it.
+type MemberObserver interface {
+	// MemberLogin is one backend login through pool's member (its address; "" for a server
+	// the pool does not list); result as BackendLogin's.
+	MemberLogin(protocol, pool, member, result string)
+}
+
+// ObserveMember reports a backend login through route that ended with err to Members, if set.
+func (l *Login) ObserveMember(protocol string, route backends.Route, err error) {
+	if l.Members == nil || route.Pool == nil {
+		return
+	}
+	member := ""
+	if route.Member != nil {
+		member = route.Member.Config.Address
+	}
+	l.Members.MemberLogin(protocol, route.Pool.Name, member, BackendResult(err))
 }
 
 // NopObserver observes nothing: the Observer of a listener without metrics.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -368,6 +369,27 @@ func TestLoginWait(t *testing.T) {
 	}
 	if err := (&Login{}).Wait(a, time.Now(), nil); err != nil {
 		t.Errorf("no limiter: %v", err)
+	}
+}
+
+// memberLogins records MemberLogin calls as "protocol pool member result".
+type memberLogins []string
+
+func (m *memberLogins) MemberLogin(protocol, pool, member, result string) {
+	*m = append(*m, strings.Join([]string{protocol, pool, member, result}, " "))
+}
+
+// Each backend login is counted for the pool member it went to, with its result.
+func TestLoginObservesMember(t *testing.T) {
+	p := newPipeline(Limits{SkipAuthDelay: true})
+	var got memberLogins
+	p.Members = &got
+	p.try("alice", nil)
+	p.try("alice", fmt.Errorf("backend said NO: %w", backends.ErrRejected))
+	p.try("forged", nil) // refused before any backend login
+	want := memberLogins{"imap backend backend.test:143 ", "imap backend backend.test:143 rejected"}
+	if !slices.Equal(got, want) {
+		t.Errorf("member logins %q, want %q", got, want)
 	}
 }
 

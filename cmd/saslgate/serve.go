@@ -128,6 +128,9 @@ func startGateway(ctx context.Context, cfg *fileConfig, store *certs.Store, logg
 	}
 	g.router = router
 	login := &proxy.Login{Validator: lv, Secrets: lv, Router: router}
+	if m != nil {
+		login.Members = m
+	}
 	if fl := proxy.NewFailureLimiter(cfg.Limits, nil); fl != nil {
 		login.Limiter = fl
 		if st != nil {
@@ -249,9 +252,10 @@ func (g *gateway) shutdown(ctx context.Context) error {
 }
 
 var (
-	_ introspect.Observer = (*metrics.Metrics)(nil)
-	_ proxy.Observer      = (*metrics.Listener)(nil)
-	_ shared.Observer     = (*metrics.Metrics)(nil)
+	_ introspect.Observer  = (*metrics.Metrics)(nil)
+	_ proxy.Observer       = (*metrics.Listener)(nil)
+	_ proxy.MemberObserver = (*metrics.Metrics)(nil)
+	_ shared.Observer      = (*metrics.Metrics)(nil)
 )
 
 // ticketSyncInterval is how often the TLS session-ticket keys are read from the shared store.

@@ -22,6 +22,7 @@ const (
 	NameBackendLoginFailures = "saslgate_backend_login_failures_total"
 	NameRelayedBytes         = "saslgate_relayed_bytes_total"
 	NameBackendMemberUp      = "saslgate_backend_member_up"
+	NameBackendMemberLogins  = "saslgate_backend_member_logins_total"
 	NameRouteLookups         = "saslgate_route_lookups_total"
 	NameSharedCalls          = "saslgate_shared_calls_total"
 	NameSharedLatency        = "saslgate_shared_latency_seconds"
@@ -69,6 +70,7 @@ type Metrics struct {
 	backendFail   *prometheus.CounterVec
 	relayed       *prometheus.CounterVec
 	memberUp      *prometheus.GaugeVec
+	memberLogins  *prometheus.CounterVec
 	routeLookups  *prometheus.CounterVec
 	sharedCalls   *prometheus.CounterVec
 	sharedLatency *prometheus.HistogramVec
@@ -136,6 +138,10 @@ func New(labels Labels) *Metrics {
 			Name: NameBackendMemberUp,
 			Help: "Whether a backend pool member passes its health checks (1) or not (0), by protocol, pool and member address.",
 		}, []string{"protocol", "pool", "member"}),
+		memberLogins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameBackendMemberLogins,
+			Help: "Backend logins by protocol, pool, member address (non_member: a server a route named that the pool does not list) and result: success, unavailable, rejected, unknown_user, error.",
+		}, []string{"protocol", "pool", "member", "result"}),
 		routeLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameRouteLookups,
 			Help: "Route lookups by the source that answered (static, hash, http, ldap; default: no source knew the user; none: the lookup failed) and result: cached, shared (another replica's answer, from the shared store), looked_up (a source was asked), error.",
@@ -155,7 +161,7 @@ func New(labels Labels) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.accepted, m.refused, m.sessions, m.auth, m.delays, m.validationVec,
 		m.idpRequests, m.idpErrors, m.backendLogin, m.backendFail, m.relayed,
-		m.memberUp, m.routeLookups, m.sharedCalls, m.sharedLatency,
+		m.memberUp, m.memberLogins, m.routeLookups, m.sharedCalls, m.sharedLatency,
 	)
 	m.validationObs = make([][2]prometheus.Observer, len(ValidationModes))
 	for i, mode := range ValidationModes {
@@ -175,6 +181,25 @@ func (m *Metrics) MemberHealth(protocol, pool, member string, up bool) {
 		v = 1
 	}
 	m.memberUp.WithLabelValues(protocol, pool, member).Set(v)
+}
+
+// MemberLogin implements proxy.MemberObserver: one backend login through a pool's member
+// ("" for a server the pool does not list, counted as non_member so that routes cannot grow
+// the series count); result is "" on success, else one of BackendFailures.
+func (m *Metrics) MemberLogin(protocol, pool, member, result string) {
+	if m == nil {
+		return
+	}
+	if member == "" {
+		member = "non_member"
+	}
+	switch {
+	case result == "":
+		result = "success"
+	case !slices.Contains(BackendFailures, result):
+		result = BackendFailures[len(BackendFailures)-1]
+	}
+	m.memberLogins.WithLabelValues(protocol, pool, member, result).Inc()
 }
 
 // RouteLookup implements backends.RouteObserver; values outside RouteSources and

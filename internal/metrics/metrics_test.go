@@ -285,7 +285,8 @@ func TestDashboardUsesRegisteredMetrics(t *testing.T) {
 	}
 }
 
-// Member health is a gauge per protocol, pool and member; route lookups count by source and
+// Member health is a gauge per protocol, pool and member; backend logins count per member
+// (a server the pool does not list as non_member); route lookups count by source and
 // result, anything unknown in the last value of each, so no answer grows the series.
 func TestPoolAndRouteMetrics(t *testing.T) {
 	m := New(testLabels)
@@ -296,6 +297,11 @@ func TestPoolAndRouteMetrics(t *testing.T) {
 	m.RouteLookup("static", "cached")
 	m.RouteLookup("static", "cached")
 	m.RouteLookup("evil\r\nsource", "weird")
+	m.MemberLogin("imap", "shard", "10.0.0.1:143", "")
+	m.MemberLogin("imap", "shard", "10.0.0.1:143", "")
+	m.MemberLogin("imap", "shard", "10.0.0.2:143", "rejected")
+	m.MemberLogin("imap", "shard", "", "unavailable")
+	m.MemberLogin("imap", "shard", "10.0.0.2:143", "weird")
 	got := map[string]float64{}
 	families, err := m.Registry().Gather()
 	if err != nil {
@@ -316,11 +322,15 @@ func TestPoolAndRouteMetrics(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]float64{
-		NameBackendMemberUp + " member=10.0.0.1:143 pool=shard protocol=imap": 1,
-		NameBackendMemberUp + " member=10.0.0.2:143 pool=shard protocol=imap": 0,
-		NameRouteLookups + " result=looked_up source=static":                  1,
-		NameRouteLookups + " result=cached source=static":                     2,
-		NameRouteLookups + " result=error source=none":                        1,
+		NameBackendMemberUp + " member=10.0.0.1:143 pool=shard protocol=imap":                      1,
+		NameBackendMemberUp + " member=10.0.0.2:143 pool=shard protocol=imap":                      0,
+		NameRouteLookups + " result=looked_up source=static":                                       1,
+		NameRouteLookups + " result=cached source=static":                                          2,
+		NameRouteLookups + " result=error source=none":                                             1,
+		NameBackendMemberLogins + " member=10.0.0.1:143 pool=shard protocol=imap result=success":   2,
+		NameBackendMemberLogins + " member=10.0.0.2:143 pool=shard protocol=imap result=rejected":  1,
+		NameBackendMemberLogins + " member=non_member pool=shard protocol=imap result=unavailable": 1,
+		NameBackendMemberLogins + " member=10.0.0.2:143 pool=shard protocol=imap result=error":     1,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v", key, got[key], want)

@@ -298,6 +298,7 @@ func (s *session) backendMail(from string, opts *gosmtp.MailOptions) error {
 			start := time.Now()
 			be, err := s.c.s.dial(context.Background(), s.route, s.secret, s.c.client)
 			s.c.obs.BackendLogin(time.Since(start), proxy.BackendResult(err))
+			s.c.s.Login.ObserveMember(Protocol.Name, s.route, err)
 			if err != nil {
 				return err
 			}
