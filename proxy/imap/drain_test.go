@@ -83,25 +83,25 @@ func FuzzResponseBoundary(f *testing.F) {
 func TestShutdownSaysBye(t *testing.T) {
 	e := newEnv(t)
 	idle := e.dial(t, true)
-	idle.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	idle.expect("a OK ")
-	idle.send("b SELECT INBOX")
-	for !strings.HasPrefix(idle.expect(""), "b OK") {
+	idle.Send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	idle.Expect("a OK ")
+	idle.Send("b SELECT INBOX")
+	for !strings.HasPrefix(idle.Expect(""), "b OK") {
 	}
-	idle.send("c IDLE")
-	idle.expect("+ ")
+	idle.Send("c IDLE")
+	idle.Expect("+ ")
 	preauth := e.dial(t, true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := e.Servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
 	}
 	for _, c := range []*client{idle, preauth} {
-		if line := c.expect("* BYE "); line != strings.TrimSuffix(byeShutdown, "\r\n") {
+		if line := c.Expect("* BYE "); line != strings.TrimSuffix(byeShutdown, "\r\n") {
 			t.Errorf("got %q, want %q", line, byeShutdown)
 		}
-		c.expectEOF()
+		c.ExpectEOF()
 	}
 }
 
@@ -170,8 +170,8 @@ func fakeBackend(t *testing.T) (envOption, <-chan net.Conn) {
 // loginFake logs c in through fakeBackend and returns the backend's end of the session.
 func loginFake(t *testing.T, e *env, c *client, peers <-chan net.Conn) net.Conn {
 	t.Helper()
-	c.send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("a OK ")
+	c.Send("a AUTHENTICATE XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	c.Expect("a OK ")
 	peer := <-peers
 	peer.SetDeadline(time.Now().Add(10 * time.Second))
 	return peer
@@ -201,7 +201,7 @@ func TestBackendLostBye(t *testing.T) {
 			c := e.dial(t, true)
 			peer := loginFake(t, e, c, peers)
 			if tc.command != "" {
-				c.send(tc.command)
+				c.Send(tc.command)
 				line, err := bufio.NewReader(peer).ReadString('\n')
 				if err != nil || line != tc.command+"\r\n" {
 					t.Fatalf("backend read %q, %v; want %q", line, err, tc.command)
@@ -212,11 +212,11 @@ func TestBackendLostBye(t *testing.T) {
 			}
 			peer.Close()
 			for _, want := range tc.want {
-				if got := c.expect(want); got != want {
+				if got := c.Expect(want); got != want {
 					t.Errorf("got %q, want %q", got, want)
 				}
 			}
-			if rest, err := io.ReadAll(c.br); string(rest) != tc.rest || err != nil {
+			if rest, err := io.ReadAll(c.BR); string(rest) != tc.rest || err != nil {
 				t.Errorf("then read %q, %v; want %q, then EOF", rest, err, tc.rest)
 			}
 		})
@@ -232,20 +232,20 @@ func TestShutdownByeAfterLiteral(t *testing.T) {
 	if _, err := io.WriteString(peer, "* 1 FETCH (BODY[] {11}\r\nhello"); err != nil {
 		t.Fatal(err)
 	}
-	c.expect("* 1 FETCH (BODY[] {11}")
+	c.Expect("* 1 FETCH (BODY[] {11}")
 	b := make([]byte, 5)
-	if _, err := io.ReadFull(c.br, b); err != nil || string(b) != "hello" {
+	if _, err := io.ReadFull(c.BR, b); err != nil || string(b) != "hello" {
 		t.Fatalf("read %q, %v; want the literal's first bytes", b, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	shut := make(chan error, 1)
-	go func() { shut <- e.servers[proxy.TLSImplicit].Shutdown(ctx) }()
+	go func() { shut <- e.Servers[proxy.TLSImplicit].Shutdown(ctx) }()
 	// The listener closes just before the sessions are told to end: from then on End is
 	// (about to be) waiting for the literal. Should it come later, its BYE still belongs
 	// after the response.
 	for {
-		nc, err := net.Dial("tcp", e.implAdr)
+		nc, err := net.Dial("tcp", e.ImplAddr)
 		if err != nil {
 			break
 		}
@@ -255,13 +255,13 @@ func TestShutdownByeAfterLiteral(t *testing.T) {
 	if _, err := io.WriteString(peer, " world)\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	if line := c.expect(" world)"); line != " world)" {
+	if line := c.Expect(" world)"); line != " world)" {
 		t.Errorf("got %q, want the rest of the response", line)
 	}
-	if line := c.expect("* BYE "); line != strings.TrimSuffix(byeShutdown, "\r\n") {
+	if line := c.Expect("* BYE "); line != strings.TrimSuffix(byeShutdown, "\r\n") {
 		t.Errorf("got %q, want %q", line, byeShutdown)
 	}
-	c.expectEOF()
+	c.ExpectEOF()
 	if err := <-shut; !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown = %v, want Canceled", err)
 	}

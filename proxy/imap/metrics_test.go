@@ -11,24 +11,8 @@ import (
 	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/internal/metrics/metricstest"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 )
-
-// waitValue polls a metric until it reaches want: sessions end on the server's goroutines
-// after the client has seen its last byte.
-func waitValue(t *testing.T, m *metrics.Metrics, want float64, name string, labels ...string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := metricstest.Value(t, m.Registry(), name, labels...)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s%q = %v, want %v", name, labels, got, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // A failed and a successful login, a connection over the per-address limit and a relayed
 // session, as the listener's metrics count them.
@@ -42,24 +26,24 @@ func TestMetrics(t *testing.T) {
 	lbl := func(kv ...string) []string { return append([]string{"listener", proxy.TLSImplicit}, kv...) }
 
 	failed := e.dial(t, true)
-	failed.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
-	failed.expect("+ ")
-	failed.send("AQ==")
-	failed.expect("a NO [AUTHENTICATIONFAILED]")
+	failed.Send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.Issuer.Token(t, demoissuer.Claims{TTL: -time.Hour})))
+	failed.Expect("+ ")
+	failed.Send("AQ==")
+	failed.Expect("a NO [AUTHENTICATIONFAILED]")
 
 	ok := e.dial(t, true)
-	ok.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
-	ok.expect("a OK ")
+	ok.Send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	ok.Expect("a OK ")
 	// Bytes relayed after the login: what the client sends and reads from here on.
 	up, down := 0, 0
-	send := func(line string) { ok.send(line); up += len(line) + 2 }
-	expect := func(prefix string) string { line := ok.expect(prefix); down += len(line) + 2; return line }
+	send := func(line string) { ok.Send(line); up += len(line) + 2 }
+	expect := func(prefix string) string { line := ok.Expect(prefix); down += len(line) + 2; return line }
 	send("b SELECT INBOX")
 	for !strings.HasPrefix(expect(""), "b OK") {
 	}
 
 	// Both places taken: the third connection from 127.0.0.1 is refused inside TLS.
-	nc, err := tls.Dial("tcp", e.implAdr, &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"})
+	nc, err := tls.Dial("tcp", e.ImplAddr, e.Cert.ClientTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +78,10 @@ func TestMetrics(t *testing.T) {
 	send("c LOGOUT")
 	expect("* BYE")
 	expect("c OK")
-	ok.nc.Close() // rather than wait out halfCloseGrace
-	failed.send("z LOGOUT")
-	failed.expect("* BYE")
-	waitValue(t, m, 0, metrics.NameSessionsActive, lbl()...)
+	ok.NC.Close() // rather than wait out halfCloseGrace
+	failed.Send("z LOGOUT")
+	failed.Expect("* BYE")
+	fetest.WaitValue(t, m.Registry(), 0, metrics.NameSessionsActive, lbl()...)
 	for dir, want := range map[string]int{"up": up, "down": down} {
 		if got := metricstest.Value(t, reg, metrics.NameRelayedBytes, lbl("direction", dir)...); got != float64(want) {
 			t.Errorf("%s bytes relayed = %v, want %d", dir, got, want)
@@ -111,8 +95,8 @@ func TestMetricsClientLeavesAfterErrorChallenge(t *testing.T) {
 	m := metrics.New(metrics.Labels{Mechanisms: proxy.Mechanisms, Results: proxy.Results})
 	e := newEnv(t, func(s *Server) { s.Observer = m.Listener(s.Listener.Name, "imap") })
 	c := e.dial(t, true)
-	c.send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
-	c.expect("+ ")
-	c.nc.Close()
-	waitValue(t, m, 1, metrics.NameAuth, "listener", proxy.TLSImplicit, "mechanism", "OAUTHBEARER", "result", "invalid_token")
+	c.Send("a AUTHENTICATE OAUTHBEARER " + oauthbearer("", e.Issuer.Token(t, demoissuer.Claims{TTL: -time.Hour})))
+	c.Expect("+ ")
+	c.NC.Close()
+	fetest.WaitValue(t, m.Registry(), 1, metrics.NameAuth, "listener", proxy.TLSImplicit, "mechanism", "OAUTHBEARER", "result", "invalid_token")
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/certs"
 )
 
 // fuzzConn is a client connection that sends in and then EOF, and keeps what the server
@@ -122,11 +122,7 @@ func FuzzSession(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	cert, _, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
-		f.Fatal(err)
-	}
-	tlsConfig := certs.FromCertificate(cert).TLSConfig()
+	tlsConfig := fetest.NewCert(f).ServerTLS()
 	f.Fuzz(func(t *testing.T, in string) {
 		mode := byte(0)
 		if in != "" {
@@ -138,7 +134,7 @@ func FuzzSession(f *testing.F) {
 			Login: &proxy.Login{
 				Validator: fuzzValidator,
 				Router:    backends.Single("pop3", backends.Config{Address: "127.0.0.1:1", TLS: "none"}),
-				Secrets:   secretMap{"alice": "s3cret"},
+				Secrets:   fetest.SecretMap{"alice": "s3cret"},
 			},
 			Dial: func(context.Context, string, backends.Secret) (*backends.POP3Session, error) {
 				return nil, fmt.Errorf("fuzz: %w", backends.ErrUnavailable)

@@ -3,16 +3,10 @@ package pop3
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http/httptest"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -24,20 +18,8 @@ import (
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/certs"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 )
-
-// secretMap is a test SecretSource.
-type secretMap map[string]backends.Secret
-
-func (m secretMap) Secret(_ context.Context, user string) (backends.Secret, error) {
-	s, ok := m[user]
-	if !ok {
-		return "", backends.ErrUnknownUser
-	}
-	return s, nil
-}
 
 // message is the one message in alice's maildrop at the fake backend; its second line starts
 // with a dot, which RETR byte-stuffs (RFC 1939 §3).
@@ -158,51 +140,22 @@ func (f *fakePOP3) serve(c net.Conn) {
 
 // env is one gateway in front of the fake POP3 backend, with a demo issuer.
 type env struct {
-	issuer  *demoissuer.Issuer
+	*fetest.Gateway[*Server]
 	backend *fakePOP3
-	roots   *x509.CertPool
-	implAdr string // implicit TLS listener
-	stlsAdr string // STARTTLS listener
-	servers map[string]*Server
 }
 
 type envOption func(*Server)
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	hs := httptest.NewUnstartedServer(nil)
-	issuerURL := "http://" + hs.Listener.Addr().String()
-	iss, err := demoissuer.New(issuerURL, map[string]string{"alice": "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = iss.Handler()
-	hs.Start()
-	t.Cleanup(hs.Close)
-
-	v, err := introspect.New(context.Background(), introspect.Config{Issuers: []introspect.IssuerConfig{{
-		Issuer: issuerURL, Mode: "jwt", Audience: []string{"saslgate"}, UsernameClaim: "sub",
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{issuer: iss, backend: startFakePOP3(t), roots: x509.NewCertPool(), servers: map[string]*Server{}}
-	e.roots.AppendCertsFromPEM(certPEM)
-	for _, mode := range []string{proxy.TLSImplicit, proxy.TLSStartTLS} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+	e := &env{backend: startFakePOP3(t)}
+	e.Gateway = fetest.Start(t, fetest.Setup{Protocol: "pop3"}, func(l fetest.Listener) *Server {
 		srv := &Server{
-			Listener:  proxy.ListenerConfig{Name: mode, Protocol: "pop3", Address: ln.Addr().String(), TLS: mode},
+			Listener:  l.Config,
 			Config:    Config{Backend: backends.Config{Address: e.backend.addr, TLS: "none"}},
-			TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-			Login:     &proxy.Login{Validator: v, Secrets: secretMap{"alice": "backend-secret"}},
-			Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+			TLSConfig: l.TLS,
+			Login:     l.Login,
+			Logger:    l.Logger,
 		}
 		for _, o := range opts {
 			o(srv)
@@ -210,115 +163,28 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		if srv.Login.Router == nil {
 			srv.Login.Router = backends.Single("pop3", srv.Config.Backend)
 		}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		e.servers[mode] = srv
-		if mode == proxy.TLSImplicit {
-			e.implAdr = ln.Addr().String()
-		} else {
-			e.stlsAdr = ln.Addr().String()
-		}
-	}
+		return srv
+	})
 	return e
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
-func (e *env) token(t *testing.T, c demoissuer.Claims) string {
-	t.Helper()
-	if c.Subject == "" {
-		c.Subject = "alice"
-	}
-	tok, err := e.issuer.Mint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 // client is a line-level POP3 client for transcript tests.
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
+type client struct{ *fetest.Client }
 
+// dial connects to the implicit-TLS or the STLS listener and reads the greeting.
 func (e *env) dial(t *testing.T, implicit bool) *client {
 	t.Helper()
-	addr := e.stlsAdr
-	var nc net.Conn
-	var err error
-	if implicit {
-		addr = e.implAdr
-		nc, err = tls.Dial("tcp", addr, e.tlsConfig())
-	} else {
-		nc, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c := &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-	c.expectLine(greeting)
+	c := &client{e.Dial(t, implicit)}
+	c.ExpectLine(greeting)
 	return c
-}
-
-func (e *env) tlsConfig() *tls.Config {
-	return &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"}
-}
-
-func (c *client) send(line string) {
-	c.t.Helper()
-	c.t.Logf("C: %.200s", line)
-	if _, err := c.nc.Write([]byte(line + "\r\n")); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *client) read() string {
-	c.t.Helper()
-	line, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading a reply: %q, %v", line, err)
-	}
-	if !strings.HasSuffix(line, "\r\n") {
-		c.t.Fatalf("reply %q does not end in CRLF", line)
-	}
-	line = strings.TrimSuffix(line, "\r\n")
-	c.t.Logf("S: %.200s", line)
-	return line
-}
-
-// expect reads one line and checks its prefix; it returns the line.
-func (c *client) expect(prefix string) string {
-	c.t.Helper()
-	line := c.read()
-	if !strings.HasPrefix(line, prefix) {
-		c.t.Fatalf("got %q, want prefix %q", line, prefix)
-	}
-	return line
-}
-
-// expectLine reads one line and checks all of it.
-func (c *client) expectLine(want string) {
-	c.t.Helper()
-	if line := c.read(); line != want {
-		c.t.Fatalf("got %q, want %q", line, want)
-	}
 }
 
 // multiLine reads the lines of a multi-line response up to its ".".
 func (c *client) multiLine() []string {
-	c.t.Helper()
+	c.T.Helper()
 	var lines []string
 	for {
-		line := c.read()
+		line := c.Line()
 		if line == "." {
 			return lines
 		}
@@ -328,67 +194,36 @@ func (c *client) multiLine() []string {
 
 // capa sends CAPA and returns the capability lines.
 func (c *client) capa() []string {
-	c.t.Helper()
-	c.send("CAPA")
-	c.expectLine(capaFollows)
+	c.T.Helper()
+	c.Send("CAPA")
+	c.ExpectLine(capaFollows)
 	return c.multiLine()
 }
 
-func (c *client) expectEOF() {
-	c.t.Helper()
-	if line, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("got %q, want the connection closed", line)
-	}
-}
+var b64, xoauth2 = fetest.B64, fetest.XOAuth2
 
-// startTLS runs the client's side of STLS's handshake.
-func (c *client) startTLS(e *env) {
-	c.t.Helper()
-	tc := tls.Client(c.nc, e.tlsConfig())
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.nc, c.br = tc, bufio.NewReader(tc)
-}
-
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
-func oauthbearer(user, token string) string {
-	return b64(string(sasl.EncodeOAuthBearer(sasl.Credentials{AuthzID: user, Host: "127.0.0.1", Port: 995, Token: token, CBFlag: 'n'})))
-}
-
-func xoauth2(user, token string) string { return b64(string(sasl.EncodeXOAuth2(user, token))) }
+func oauthbearer(user, token string) string { return fetest.OAuthBearer(user, token, 995) }
 
 // errorStatus decodes an RFC 7628 error challenge line ("+ <base64 JSON>").
 func errorStatus(t *testing.T, line string) string {
 	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(line, "+ "))
-	if err != nil {
-		t.Fatalf("challenge %q is not base64: %v", line, err)
-	}
-	var v struct {
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("challenge %q is not JSON: %v", raw, err)
-	}
-	return v.Status
+	return fetest.ErrorStatus(t, strings.TrimPrefix(line, "+ "))
 }
 
 // retrieve checks the logged-in session reaches alice's maildrop, byte-stuffing and all, and
 // quits.
 func (c *client) retrieve() {
-	c.t.Helper()
-	c.send("STAT")
-	c.expectLine(fmt.Sprintf("+OK 1 %d", len(message)))
-	c.send("RETR 1")
-	c.expect("+OK ")
+	c.T.Helper()
+	c.Send("STAT")
+	c.ExpectLine(fmt.Sprintf("+OK 1 %d", len(message)))
+	c.Send("RETR 1")
+	c.Expect("+OK ")
 	if got, want := c.multiLine(), strings.Split(strings.TrimSuffix(strings.ReplaceAll(message, "\r\n.", "\r\n.."), "\r\n"), "\r\n"); !slices.Equal(got, want) {
-		c.t.Errorf("RETR 1: %q, want %q", got, want)
+		c.T.Errorf("RETR 1: %q, want %q", got, want)
 	}
-	c.send("QUIT")
-	c.expectLine("+OK Logging out.")
-	c.expectEOF()
+	c.Send("QUIT")
+	c.ExpectLine("+OK Logging out.")
+	c.ExpectEOF()
 }
 
 func TestGreetingCapaNoopQuit(t *testing.T) {
@@ -397,11 +232,11 @@ func TestGreetingCapaNoopQuit(t *testing.T) {
 	if got, want := c.capa(), []string{"SASL OAUTHBEARER XOAUTH2", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION saslgate"}; !slices.Equal(got, want) {
 		t.Errorf("CAPA over implicit TLS: %q, want %q", got, want)
 	}
-	c.send("noop")
-	c.expectLine("+OK")
-	c.send("QUIT")
-	c.expectLine("+OK Bye")
-	c.expectEOF()
+	c.Send("noop")
+	c.ExpectLine("+OK")
+	c.Send("QUIT")
+	c.ExpectLine("+OK Bye")
+	c.ExpectEOF()
 
 	c = e.dial(t, false)
 	if got, want := c.capa(), []string{"STLS", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION saslgate"}; !slices.Equal(got, want) {
@@ -415,9 +250,9 @@ func TestCapaWithTokenAsPassword(t *testing.T) {
 	if caps := c.capa(); slices.Contains(caps, "USER") {
 		t.Errorf("CAPA before STLS lists USER: %q", caps)
 	}
-	c.send("STLS")
-	c.expect("+OK ")
-	c.startTLS(e)
+	c.Send("STLS")
+	c.Expect("+OK ")
+	c.StartTLS(e.Cert.ClientTLS())
 	if got, want := c.capa(), []string{"SASL OAUTHBEARER XOAUTH2", "USER", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION saslgate"}; !slices.Equal(got, want) {
 		t.Errorf("CAPA after STLS: %q, want %q", got, want)
 	}
@@ -425,33 +260,33 @@ func TestCapaWithTokenAsPassword(t *testing.T) {
 
 func TestAuthSuccess(t *testing.T) {
 	e := newEnv(t)
-	tok := e.token(t, demoissuer.Claims{})
+	tok := e.Issuer.Token(t, demoissuer.Claims{})
 	for _, tc := range []struct {
 		name  string
 		steps func(c *client)
 	}{
 		{"OAUTHBEARER with initial response", func(c *client) {
-			c.send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
+			c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
 		}},
 		{"OAUTHBEARER after the empty challenge, no authzid", func(c *client) {
-			c.send("AUTH OAUTHBEARER")
-			c.expectLine("+ ")
-			c.send(oauthbearer("", tok))
+			c.Send("AUTH OAUTHBEARER")
+			c.ExpectLine("+ ")
+			c.Send(oauthbearer("", tok))
 		}},
 		{"XOAUTH2 with initial response, lower case", func(c *client) {
-			c.send("auth xoauth2 " + xoauth2("alice", tok))
+			c.Send("auth xoauth2 " + xoauth2("alice", tok))
 		}},
 		{"XOAUTH2 after the empty challenge", func(c *client) {
-			c.send("AUTH XOAUTH2")
-			c.expectLine("+ ")
-			c.send(xoauth2("alice", tok))
+			c.Send("AUTH XOAUTH2")
+			c.ExpectLine("+ ")
+			c.Send(xoauth2("alice", tok))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, true)
-			c.t = t
+			c.T = t
 			tc.steps(c)
-			c.expectLine("+OK Logged in.")
+			c.ExpectLine("+OK Logged in.")
 			c.retrieve()
 		})
 	}
@@ -461,18 +296,18 @@ func TestAuthSuccess(t *testing.T) {
 func TestPipelinedAfterAuth(t *testing.T) {
 	e := newEnv(t)
 	c := e.dial(t, true)
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})) + "\r\nSTAT\r\nQUIT")
-	c.expectLine("+OK Logged in.")
-	c.expectLine(fmt.Sprintf("+OK 1 %d", len(message)))
-	c.expectLine("+OK Logging out.")
-	c.expectEOF()
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})) + "\r\nSTAT\r\nQUIT")
+	c.ExpectLine("+OK Logged in.")
+	c.ExpectLine(fmt.Sprintf("+OK 1 %d", len(message)))
+	c.ExpectLine("+OK Logging out.")
+	c.ExpectEOF()
 }
 
 func TestAuthFailures(t *testing.T) {
 	e := newEnv(t)
-	expired := e.token(t, demoissuer.Claims{TTL: -time.Hour})
-	wrongAud := e.token(t, demoissuer.Claims{Audience: []string{"someone-else"}})
-	good := e.token(t, demoissuer.Claims{})
+	expired := e.Issuer.Token(t, demoissuer.Claims{TTL: -time.Hour})
+	wrongAud := e.Issuer.Token(t, demoissuer.Claims{Audience: []string{"someone-else"}})
+	good := e.Issuer.Token(t, demoissuer.Claims{})
 	for _, tc := range []struct {
 		name, mech, ir, reply string
 	}{
@@ -485,16 +320,16 @@ func TestAuthFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, true)
-			c.t = t
-			c.send("AUTH " + tc.mech + " " + tc.ir)
-			if st := errorStatus(t, c.expect("+ ")); st != "invalid_token" && st != "401" {
+			c.T = t
+			c.Send("AUTH " + tc.mech + " " + tc.ir)
+			if st := errorStatus(t, c.Expect("+ ")); st != "invalid_token" && st != "401" {
 				t.Errorf("error status %q, want invalid_token (or 401 for XOAUTH2)", st)
 			}
-			c.send(tc.reply)
-			c.expectLine("-ERR [AUTH] Authentication failed")
+			c.Send(tc.reply)
+			c.ExpectLine("-ERR [AUTH] Authentication failed")
 			// RFC 5034 §4: as if the AUTH had not been issued.
-			c.send("NOOP")
-			c.expectLine("+OK")
+			c.Send("NOOP")
+			c.ExpectLine("+OK")
 		})
 	}
 }
@@ -504,17 +339,17 @@ func TestAuthFailures(t *testing.T) {
 func TestSilentClientAfterErrorChallenge(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.ErrorReplyTimeout = config.Duration(200 * time.Millisecond) })
 	c := e.dial(t, true)
-	c.send("AUTH OAUTHBEARER " + oauthbearer("", "not-a-jwt"))
-	c.expect("+ ")
-	c.expectLine("-ERR [AUTH] Authentication failed")
-	c.send("NOOP")
-	c.expectLine("+OK")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("", "not-a-jwt"))
+	c.Expect("+ ")
+	c.ExpectLine("-ERR [AUTH] Authentication failed")
+	c.Send("NOOP")
+	c.ExpectLine("+OK")
 	// RFC 7628 §3.2.3: a bare kvsep gets the error challenge.
-	c.send("AUTH OAUTHBEARER " + b64("\x01"))
-	if st := errorStatus(t, c.expect("+ ")); st != "invalid_request" {
+	c.Send("AUTH OAUTHBEARER " + b64("\x01"))
+	if st := errorStatus(t, c.Expect("+ ")); st != "invalid_request" {
 		t.Errorf("bare kvsep: status %q, want invalid_request", st)
 	}
-	c.expectLine("-ERR [AUTH] Authentication failed")
+	c.ExpectLine("-ERR [AUTH] Authentication failed")
 }
 
 func TestProtocolErrors(t *testing.T) {
@@ -541,78 +376,78 @@ func TestProtocolErrors(t *testing.T) {
 		{"NOOP", "+OK"},
 		{"FROBNICATE", "-ERR Too many invalid commands"},
 	} {
-		c.send(step.send)
-		c.expect(step.want)
+		c.Send(step.send)
+		c.Expect(step.want)
 	}
-	c.expectEOF()
+	c.ExpectEOF()
 }
 
 // The bad-command bound is configurable.
 func TestMaxBadCommands(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.MaxBadCommands = 2 })
 	c := e.dial(t, true)
-	c.send("RETR 1")
-	c.expectLine("-ERR Authenticate first")
-	c.send("RETR 1")
-	c.expectLine("-ERR Too many invalid commands")
-	c.expectEOF()
+	c.Send("RETR 1")
+	c.ExpectLine("-ERR Authenticate first")
+	c.Send("RETR 1")
+	c.ExpectLine("-ERR Too many invalid commands")
+	c.ExpectEOF()
 }
 
 func TestSTLS(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.AllowTokenAsPassword = true })
-	tok := e.token(t, demoissuer.Claims{})
+	tok := e.Issuer.Token(t, demoissuer.Claims{})
 	c := e.dial(t, false)
 	// RFC 2595 §4: no AUTH, USER or PASS before STLS.
 	for _, cmd := range []string{"AUTH OAUTHBEARER " + oauthbearer("", tok), "USER alice", "PASS " + tok} {
-		c.send(cmd)
-		c.expectLine("-ERR Use STLS first")
+		c.Send(cmd)
+		c.ExpectLine("-ERR Use STLS first")
 	}
-	c.send("STLS now")
-	c.expect("-ERR ")
+	c.Send("STLS now")
+	c.Expect("-ERR ")
 	// A command injected behind STLS, in the same packet, is discarded.
-	c.send("STLS\r\nCAPA")
-	c.expectLine("+OK Begin TLS negotiation now")
-	c.startTLS(e)
-	c.send("NOOP")
-	c.expectLine("+OK") // had CAPA been executed, its reply would come first
-	c.send("STLS")
-	c.expectLine("-ERR TLS is already active")
-	c.send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
-	c.expectLine("+OK Logged in.")
+	c.Send("STLS\r\nCAPA")
+	c.ExpectLine("+OK Begin TLS negotiation now")
+	c.StartTLS(e.Cert.ClientTLS())
+	c.Send("NOOP")
+	c.ExpectLine("+OK") // had CAPA been executed, its reply would come first
+	c.Send("STLS")
+	c.ExpectLine("-ERR TLS is already active")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
+	c.ExpectLine("+OK Logged in.")
 	c.retrieve()
 }
 
 func TestSTLSOnImplicitListener(t *testing.T) {
 	e := newEnv(t)
 	c := e.dial(t, true)
-	c.send("STLS")
-	c.expectLine("-ERR TLS is already active")
+	c.Send("STLS")
+	c.ExpectLine("-ERR TLS is already active")
 }
 
 func TestTokenAsPassword(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.AllowTokenAsPassword = true })
 	c := e.dial(t, true)
-	c.send("PASS whatever")
-	c.expectLine("-ERR Send USER first")
-	c.send("USER alice")
-	c.expect("+OK ")
-	c.send("PASS not-a-token")
-	c.expectLine("-ERR [AUTH] Authentication failed")
+	c.Send("PASS whatever")
+	c.ExpectLine("-ERR Send USER first")
+	c.Send("USER alice")
+	c.Expect("+OK ")
+	c.Send("PASS not-a-token")
+	c.ExpectLine("-ERR [AUTH] Authentication failed")
 	// PASS must follow USER at once (RFC 1939 §7).
-	c.send("USER alice")
-	c.expect("+OK ")
-	c.send("NOOP")
-	c.expectLine("+OK")
-	c.send("PASS " + e.token(t, demoissuer.Claims{}))
-	c.expectLine("-ERR Send USER first")
-	c.send("USER bob")
-	c.expect("+OK ")
-	c.send("PASS " + e.token(t, demoissuer.Claims{}))
-	c.expectLine("-ERR [AUTH] Authentication failed") // the token is alice's
-	c.send("USER alice")
-	c.expect("+OK ")
-	c.send("PASS " + e.token(t, demoissuer.Claims{}))
-	c.expectLine("+OK Logged in.")
+	c.Send("USER alice")
+	c.Expect("+OK ")
+	c.Send("NOOP")
+	c.ExpectLine("+OK")
+	c.Send("PASS " + e.Issuer.Token(t, demoissuer.Claims{}))
+	c.ExpectLine("-ERR Send USER first")
+	c.Send("USER bob")
+	c.Expect("+OK ")
+	c.Send("PASS " + e.Issuer.Token(t, demoissuer.Claims{}))
+	c.ExpectLine("-ERR [AUTH] Authentication failed") // the token is alice's
+	c.Send("USER alice")
+	c.Expect("+OK ")
+	c.Send("PASS " + e.Issuer.Token(t, demoissuer.Claims{}))
+	c.ExpectLine("+OK Logged in.")
 	c.retrieve()
 }
 
@@ -624,8 +459,8 @@ func TestUnavailable(t *testing.T) {
 		tok  func(e *env) string
 	}{
 		{"backend down", func(s *Server) { s.Config.Backend.Address = "127.0.0.1:1" }, nil},
-		{"backend rejects the secret", func(s *Server) { s.Login.Secrets = secretMap{"alice": "wrong"} }, nil},
-		{"user has no backend secret", func(s *Server) { s.Login.Secrets = secretMap{} }, nil},
+		{"backend rejects the secret", func(s *Server) { s.Login.Secrets = fetest.SecretMap{"alice": "wrong"} }, nil},
+		{"user has no backend secret", func(s *Server) { s.Login.Secrets = fetest.SecretMap{} }, nil},
 		{"IdP down", func(s *Server) {
 			v, err := introspect.New(context.Background(), introspect.Config{Issuers: []introspect.IssuerConfig{{
 				Issuer: "http://127.0.0.1:1", Mode: "jwt", Audience: []string{"saslgate"}, UsernameClaim: "sub",
@@ -635,7 +470,7 @@ func TestUnavailable(t *testing.T) {
 			}
 			s.Login.Validator = v
 		}, func(e *env) string {
-			tok, err := e.issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
+			tok, err := e.Issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -644,15 +479,15 @@ func TestUnavailable(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.opt)
-			tok := e.token(t, demoissuer.Claims{})
+			tok := e.Issuer.Token(t, demoissuer.Claims{})
 			if tc.tok != nil {
 				tok = tc.tok(e)
 			}
 			c := e.dial(t, true)
-			c.send("AUTH XOAUTH2 " + xoauth2("alice", tok))
-			c.expect("-ERR [SYS/TEMP] ")
-			c.send("NOOP")
-			c.expectLine("+OK")
+			c.Send("AUTH XOAUTH2 " + xoauth2("alice", tok))
+			c.Expect("-ERR [SYS/TEMP] ")
+			c.Send("NOOP")
+			c.ExpectLine("+OK")
 		})
 	}
 	t.Run("maildrop locked", func(t *testing.T) {
@@ -661,8 +496,8 @@ func TestUnavailable(t *testing.T) {
 		e.backend.loginReply = "-ERR [IN-USE] Mailbox is locked"
 		e.backend.mu.Unlock()
 		c := e.dial(t, true)
-		c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-		c.expectLine("-ERR [SYS/TEMP] Mailbox temporarily unavailable")
+		c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+		c.ExpectLine("-ERR [SYS/TEMP] Mailbox temporarily unavailable")
 	})
 }
 
@@ -670,9 +505,9 @@ func TestUnavailable(t *testing.T) {
 func TestForwardClientAddress(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.Backend.ForwardClientAddress = true })
 	c := e.dial(t, true)
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expectLine("+OK Logged in.")
-	local := c.nc.LocalAddr().(*net.TCPAddr)
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	c.ExpectLine("+OK Logged in.")
+	local := c.NC.LocalAddr().(*net.TCPAddr)
 	e.backend.mu.Lock()
 	defer e.backend.mu.Unlock()
 	if want := fmt.Sprintf("ADDR=127.0.0.1 PORT=%d", local.Port); !slices.Equal(e.backend.xclient, []string{want}) {
@@ -684,8 +519,8 @@ func TestPreauthTimeout(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.PreauthTimeout = config.Duration(300 * time.Millisecond) })
 	for _, implicit := range []bool{true, false} {
 		c := e.dial(t, implicit)
-		c.expectLine(replyTimeout)
-		c.expectEOF()
+		c.ExpectLine(replyTimeout)
+		c.ExpectEOF()
 	}
 }
 
@@ -694,12 +529,12 @@ func TestPreauthTimeout(t *testing.T) {
 func TestBackendLost(t *testing.T) {
 	e := newEnv(t)
 	c := e.dial(t, true)
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expectLine("+OK Logged in.")
-	c.send("STAT")
-	c.expect("+OK 1 ")
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	c.ExpectLine("+OK Logged in.")
+	c.Send("STAT")
+	c.Expect("+OK 1 ")
 	e.backend.closeAll()
-	c.expectEOF()
+	c.ExpectEOF()
 }
 
 // A drain ends a session not yet logged in with a [SYS/TEMP] line, and closes a spliced one.
@@ -707,16 +542,16 @@ func TestShutdown(t *testing.T) {
 	e := newEnv(t)
 	pre := e.dial(t, true)
 	in := e.dial(t, true)
-	in.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	in.expectLine("+OK Logged in.")
+	in.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	in.ExpectLine("+OK Logged in.")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.Canceled) {
+	if err := e.Servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v, want context.Canceled", err)
 	}
-	pre.expectLine(replyShutdown)
-	pre.expectEOF()
-	in.expectEOF()
+	pre.ExpectLine(replyShutdown)
+	pre.ExpectEOF()
+	in.ExpectEOF()
 }
 
 // recordingObserver records the events of a listener.
@@ -762,10 +597,10 @@ func TestObserver(t *testing.T) {
 		}
 	})
 	c := e.dial(t, true)
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expectLine("+OK Logged in.")
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})))
+	c.ExpectLine("+OK Logged in.")
 	c.retrieve()
-	c.nc.Close() // else the splice gives the client's direction its half-close grace
+	c.NC.Close() // else the splice gives the client's direction its half-close grace
 	select {
 	case <-obs.ended:
 	case <-time.After(10 * time.Second):
@@ -782,21 +617,15 @@ func TestObserver(t *testing.T) {
 	}
 }
 
-// fixedDelay is a proxy.AuthLimiter that asks every authentication to wait as long as itself.
-type fixedDelay time.Duration
-
-func (fixedDelay) Failed(netip.Addr, string)                {}
-func (d fixedDelay) Delay(netip.Addr, string) time.Duration { return time.Duration(d) }
-
 // The limiter's delay holds back the answer: the front end runs Login.Wait.
 func TestAuthDelayHoldsAnswer(t *testing.T) {
 	const delay = 300 * time.Millisecond
-	e := newEnv(t, func(s *Server) { s.Login.Limiter = fixedDelay(delay) })
+	e := newEnv(t, func(s *Server) { s.Login.Limiter = fetest.FixedDelay(delay) })
 	c := e.dial(t, true)
 	sent := time.Now()
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token") + "\r\n")
-	c.expect("+ ")
-	c.expectLine("-ERR [AUTH] Authentication failed")
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token") + "\r\n")
+	c.Expect("+ ")
+	c.ExpectLine("-ERR [AUTH] Authentication failed")
 	if d := time.Since(sent); d < delay {
 		t.Errorf("-ERR after %v, want at least %v", d, delay)
 	}
@@ -808,14 +637,11 @@ func TestServeRequires(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cert, _, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := fetest.NewCert(t)
 	for _, s := range []*Server{
 		{Login: &proxy.Login{Router: backends.Single("pop3", backends.Config{Address: "127.0.0.1:110", TLS: "none"})}},
-		{TLSConfig: certs.FromCertificate(cert).TLSConfig(), Login: &proxy.Login{}},
-		{TLSConfig: certs.FromCertificate(cert).TLSConfig()},
+		{TLSConfig: cert.ServerTLS(), Login: &proxy.Login{}},
+		{TLSConfig: cert.ServerTLS()},
 	} {
 		if err := s.Serve(ln); err == nil || errors.Is(err, ErrServerClosed) || !strings.HasPrefix(err.Error(), "pop3: Server.") {
 			t.Errorf("Serve: %v, want a missing-field error", err)

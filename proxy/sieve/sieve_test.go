@@ -3,15 +3,11 @@ package sieve
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"slices"
 	"sort"
 	"strconv"
@@ -25,20 +21,8 @@ import (
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/sasl"
-	"github.com/saslgate/saslgate/tls/certs"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 )
-
-// secretMap is a test SecretSource.
-type secretMap map[string]backends.Secret
-
-func (m secretMap) Secret(_ context.Context, user string) (backends.Secret, error) {
-	s, ok := m[user]
-	if !ok {
-		return "", backends.ErrUnknownUser
-	}
-	return s, nil
-}
 
 // fakeCapabilities is what fakeBackend announces before authentication, SASL aside: some to
 // pass on, some that saslgate answers for itself or keeps from the client.
@@ -216,154 +200,46 @@ func (b *fakeBackend) serve(nc net.Conn) {
 
 // env is one gateway in front of a fakeBackend, with a demo issuer.
 type env struct {
-	issuer  *demoissuer.Issuer
-	roots   *x509.CertPool
+	*fetest.Gateway[*Server]
 	backend *fakeBackend
-	implAdr string // implicit TLS listener
-	stlsAdr string // STARTTLS listener
-	servers map[string]*Server
 }
 
 type envOption func(*Server)
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	hs := httptest.NewUnstartedServer(nil)
-	issuerURL := "http://" + hs.Listener.Addr().String()
-	iss, err := demoissuer.New(issuerURL, map[string]string{"alice": "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = iss.Handler()
-	hs.Start()
-	t.Cleanup(hs.Close)
-
-	v, err := introspect.New(context.Background(), introspect.Config{Issuers: []introspect.IssuerConfig{{
-		Issuer: issuerURL, Mode: "jwt", Audience: []string{"saslgate"}, UsernameClaim: "sub",
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{issuer: iss, roots: x509.NewCertPool(), backend: newFakeBackend(t), servers: map[string]*Server{}}
-	e.roots.AppendCertsFromPEM(certPEM)
-	for _, mode := range []string{proxy.TLSImplicit, proxy.TLSStartTLS} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+	e := &env{backend: newFakeBackend(t)}
+	e.Gateway = fetest.Start(t, fetest.Setup{Protocol: "sieve", LogLevel: slog.LevelDebug}, func(l fetest.Listener) *Server {
 		be := backends.Config{Address: e.backend.addr, TLS: "none"}
-		srv := &Server{
-			Listener:  proxy.ListenerConfig{Name: mode, Protocol: "sieve", Address: ln.Addr().String(), TLS: mode},
-			Config:    Config{Backend: be},
-			TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-			Login:     &proxy.Login{Validator: v, Secrets: secretMap{"alice": "backend-secret"}, Router: backends.Single("sieve", be)},
-			Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		}
+		l.Login.Router = backends.Single("sieve", be)
+		srv := &Server{Listener: l.Config, Config: Config{Backend: be}, TLSConfig: l.TLS, Login: l.Login, Logger: l.Logger}
 		for _, o := range opts {
 			o(srv)
 		}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		e.servers[mode] = srv
-		if mode == proxy.TLSImplicit {
-			e.implAdr = ln.Addr().String()
-		} else {
-			e.stlsAdr = ln.Addr().String()
-		}
-	}
+		return srv
+	})
 	return e
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
-func (e *env) token(t *testing.T, c demoissuer.Claims) string {
-	t.Helper()
-	if c.Subject == "" {
-		c.Subject = "alice"
-	}
-	tok, err := e.issuer.Mint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 // client is a line-level ManageSieve client for transcript tests.
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
+type client struct{ *fetest.Client }
 
 // dial connects and reads the greeting, which it returns without its OK.
 func (e *env) dial(t *testing.T, implicit bool) (*client, []string) {
 	t.Helper()
-	var nc net.Conn
-	var err error
-	if implicit {
-		nc, err = tls.Dial("tcp", e.implAdr, &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"})
-	} else {
-		nc, err = net.Dial("tcp", e.stlsAdr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c := &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+	c := &client{e.Dial(t, implicit)}
 	return c, c.capabilities(`OK "saslgate ready."`)
-}
-
-func (c *client) send(line string) {
-	c.t.Helper()
-	c.t.Logf("C: %.200q", line)
-	if _, err := c.nc.Write([]byte(line + "\r\n")); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *client) line() string {
-	c.t.Helper()
-	line, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading a line: %v", err)
-	}
-	if !strings.HasSuffix(line, "\r\n") {
-		c.t.Fatalf("line %q does not end in CRLF", line)
-	}
-	line = strings.TrimSuffix(line, "\r\n")
-	c.t.Logf("S: %.200q", line)
-	return line
-}
-
-// expect reads one line and checks its prefix; it returns the line.
-func (c *client) expect(prefix string) string {
-	c.t.Helper()
-	line := c.line()
-	if !strings.HasPrefix(line, prefix) {
-		c.t.Fatalf("got %q, want prefix %q", line, prefix)
-	}
-	return line
 }
 
 // capabilities reads capability lines up to the line end, which must follow them.
 func (c *client) capabilities(end string) []string {
-	c.t.Helper()
+	c.T.Helper()
 	var caps []string
 	for {
-		line := c.line()
+		line := c.Line()
 		if !strings.HasPrefix(line, `"`) {
 			if line != end {
-				c.t.Fatalf("after the capabilities %q: got %q, want %q", caps, line, end)
+				c.T.Fatalf("after the capabilities %q: got %q, want %q", caps, line, end)
 			}
 			return caps
 		}
@@ -371,20 +247,9 @@ func (c *client) capabilities(end string) []string {
 	}
 }
 
-func (c *client) expectEOF() {
-	c.t.Helper()
-	if line, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("got %q, want the connection closed", line)
-	}
-}
+var b64, xoauth2 = fetest.B64, fetest.XOAuth2
 
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
-func oauthbearer(user, token string) string {
-	return b64(string(sasl.EncodeOAuthBearer(sasl.Credentials{AuthzID: user, Host: "127.0.0.1", Port: 4190, Token: token, CBFlag: 'n'})))
-}
-
-func xoauth2(user, token string) string { return b64(string(sasl.EncodeXOAuth2(user, token))) }
+func oauthbearer(user, token string) string { return fetest.OAuthBearer(user, token, 4190) }
 
 // literal is s as a non-synchronising literal (RFC 5804 literal-c2s).
 func literal(s string) string { return "{" + strconv.Itoa(len(s)) + "+}\r\n" + s }
@@ -392,17 +257,7 @@ func literal(s string) string { return "{" + strconv.Itoa(len(s)) + "+}\r\n" + s
 // errorStatus decodes an RFC 7628 error challenge line (a quoted string of base64 JSON).
 func errorStatus(t *testing.T, line string) string {
 	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(strings.Trim(line, `"`))
-	if err != nil {
-		t.Fatalf("challenge %q is not base64: %v", line, err)
-	}
-	var v struct {
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("challenge %q is not JSON: %v", raw, err)
-	}
-	return v.Status
+	return fetest.ErrorStatus(t, strings.Trim(line, `"`))
 }
 
 func withOwn(own ...string) []string {
@@ -418,19 +273,19 @@ func TestCapabilities(t *testing.T) {
 	if !slices.Equal(greeting, want) {
 		t.Errorf("greeting:\n%q\nwant\n%q", greeting, want)
 	}
-	c.send("CAPABILITY")
+	c.Send("CAPABILITY")
 	if got := c.capabilities(`OK "Capability completed."`); !slices.Equal(got, want) {
 		t.Errorf("CAPABILITY:\n%q\nwant\n%q", got, want)
 	}
-	c.send("noop")
-	c.expect(`OK "NOOP completed."`)
-	c.send(`NOOP "STARTTLS-SYNC-42"`)
-	c.expect(`OK (TAG "STARTTLS-SYNC-42") "Done."`)
-	c.send("NOOP " + literal("a\"b"))
-	c.expect(`OK (TAG "a\"b") "Done."`)
-	c.send("LOGOUT")
-	c.expect(`OK "Logout completed."`)
-	c.expectEOF()
+	c.Send("noop")
+	c.Expect(`OK "NOOP completed."`)
+	c.Send(`NOOP "STARTTLS-SYNC-42"`)
+	c.Expect(`OK (TAG "STARTTLS-SYNC-42") "Done."`)
+	c.Send("NOOP " + literal("a\"b"))
+	c.Expect(`OK (TAG "a\"b") "Done."`)
+	c.Send("LOGOUT")
+	c.Expect(`OK "Logout completed."`)
+	c.ExpectEOF()
 }
 
 // RFC 5804 §2.2: before TLS, no mechanisms and STARTTLS; AUTHENTICATE is refused; after the
@@ -442,90 +297,86 @@ func TestSTARTTLS(t *testing.T) {
 	if !slices.Equal(greeting, want) {
 		t.Errorf("greeting:\n%q\nwant\n%q", greeting, want)
 	}
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", e.token(t, demoissuer.Claims{})) + `"`)
-	c.expect(`NO (ENCRYPT-NEEDED) `)
-	c.send("STARTTLS now")
-	c.expect("NO ")
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+	c.Expect(`NO (ENCRYPT-NEEDED) `)
+	c.Send("STARTTLS now")
+	c.Expect("NO ")
 	// A command injected behind STARTTLS, in the same packet, is discarded.
-	c.send("STARTTLS\r\nCAPABILITY")
-	c.expect(`OK "Begin TLS negotiation now."`)
-	tc := tls.Client(c.nc, &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.Send("STARTTLS\r\nCAPABILITY")
+	c.Expect(`OK "Begin TLS negotiation now."`)
+	c.StartTLS(e.Cert.ClientTLS())
 	after := c.capabilities(`OK "TLS negotiation successful."`)
 	if want := withOwn(`"IMPLEMENTATION" "saslgate"`, `"SASL" "OAUTHBEARER XOAUTH2"`); !slices.Equal(after, want) {
 		t.Errorf("capabilities after STARTTLS:\n%q\nwant\n%q", after, want)
 	}
-	c.send("NOOP")
-	c.expect(`OK "NOOP completed."`) // had CAPABILITY been executed, its lines would come first
-	c.send("STARTTLS")
-	c.expect("NO ")
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.token(t, demoissuer.Claims{})) + `"`)
-	c.expect(`OK "Logged in."`)
+	c.Send("NOOP")
+	c.Expect(`OK "NOOP completed."`) // had CAPABILITY been executed, its lines would come first
+	c.Send("STARTTLS")
+	c.Expect("NO ")
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+	c.Expect(`OK "Logged in."`)
 }
 
 // After the login the session is the backend's: scripts go to alice's store.
 func TestAuthenticateSuccess(t *testing.T) {
 	e := newEnv(t)
-	tok := e.token(t, demoissuer.Claims{})
+	tok := e.Issuer.Token(t, demoissuer.Claims{})
 	cases := []struct {
 		name  string
 		steps func(c *client)
 	}{
 		{"OAUTHBEARER, initial response quoted", func(c *client) {
-			c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", tok) + `"`)
+			c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", tok) + `"`)
 		}},
 		{"OAUTHBEARER, initial response a literal", func(c *client) {
-			c.send(`AUTHENTICATE "OAUTHBEARER" ` + literal(oauthbearer("alice", tok)))
+			c.Send(`AUTHENTICATE "OAUTHBEARER" ` + literal(oauthbearer("alice", tok)))
 		}},
 		{"OAUTHBEARER, initial response a synchronising-style literal", func(c *client) {
 			ir := oauthbearer("alice", tok)
-			c.send(`AUTHENTICATE "OAUTHBEARER" {` + strconv.Itoa(len(ir)) + "}\r\n" + ir)
+			c.Send(`AUTHENTICATE "OAUTHBEARER" {` + strconv.Itoa(len(ir)) + "}\r\n" + ir)
 		}},
 		{"OAUTHBEARER, mechanism a literal, no initial response, response quoted", func(c *client) {
-			c.send("AUTHENTICATE " + literal("OAUTHBEARER"))
-			c.expect(`""`)
-			c.send(`"` + oauthbearer("", tok) + `"`)
+			c.Send("AUTHENTICATE " + literal("OAUTHBEARER"))
+			c.Expect(`""`)
+			c.Send(`"` + oauthbearer("", tok) + `"`)
 		}},
 		{"XOAUTH2 in lower case, no initial response, response a literal", func(c *client) {
-			c.send(`Authenticate "xoauth2"`)
-			c.expect(`""`)
-			c.send(literal(xoauth2("alice", tok)))
+			c.Send(`Authenticate "xoauth2"`)
+			c.Expect(`""`)
+			c.Send(literal(xoauth2("alice", tok)))
 		}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := e.dial(t, true)
-			c.t = t
+			c.T = t
 			tc.steps(c)
-			c.expect(`OK "Logged in."`)
+			c.Expect(`OK "Logged in."`)
 			name := "script" + strconv.Itoa(i)
 			script := "require \"fileinto\";\r\nfileinto \"Spam\";\r\n"
-			c.send(`PUTSCRIPT "` + name + `" ` + literal(script))
-			c.expect(`OK "Putscript completed."`)
-			c.send(`SETACTIVE "` + name + `"`)
-			c.expect("OK ")
-			c.send("LISTSCRIPTS")
-			for !strings.HasPrefix(c.line(), "OK ") {
+			c.Send(`PUTSCRIPT "` + name + `" ` + literal(script))
+			c.Expect(`OK "Putscript completed."`)
+			c.Send(`SETACTIVE "` + name + `"`)
+			c.Expect("OK ")
+			c.Send("LISTSCRIPTS")
+			for !strings.HasPrefix(c.Line(), "OK ") {
 			}
-			c.send(`GETSCRIPT "` + name + `"`)
-			c.expect("{" + strconv.Itoa(len(script)) + "}")
+			c.Send(`GETSCRIPT "` + name + `"`)
+			c.Expect("{" + strconv.Itoa(len(script)) + "}")
 			got := make([]byte, len(script))
-			if _, err := io.ReadFull(c.br, got); err != nil || string(got) != script {
+			if _, err := io.ReadFull(c.BR, got); err != nil || string(got) != script {
 				t.Errorf("GETSCRIPT gave %q, %v; want %q", got, err, script)
 			}
-			c.expect("") // the CRLF after the literal
-			c.expect(`OK "Getscript completed."`)
+			c.Expect("") // the CRLF after the literal
+			c.Expect(`OK "Getscript completed."`)
 			// Post-login capabilities are the backend's own.
-			c.send("CAPABILITY")
+			c.Send("CAPABILITY")
 			if caps := c.capabilities(`OK "Capability completed."`); !slices.Contains(caps, `"OWNER" "alice"`) {
 				t.Errorf("CAPABILITY after the login: %q, want the backend's (OWNER)", caps)
 			}
-			c.send("LOGOUT")
-			c.expect(`OK "Logout completed."`)
-			c.expectEOF() // and no BYE: the backend closed after answering LOGOUT
+			c.Send("LOGOUT")
+			c.Expect(`OK "Logout completed."`)
+			c.ExpectEOF() // and no BYE: the backend closed after answering LOGOUT
 		})
 	}
 	if n := e.backend.loginCount(); n != len(cases) {
@@ -537,20 +388,20 @@ func TestAuthenticateSuccess(t *testing.T) {
 func TestPipelinedAfterAuthenticate(t *testing.T) {
 	e := newEnv(t)
 	c, _ := e.dial(t, true)
-	c.send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.token(t, demoissuer.Claims{})) + "\"\r\nPUTSCRIPT \"p\" " + literal("keep;") + "\r\nLISTSCRIPTS\r\nLOGOUT")
-	c.expect(`OK "Logged in."`)
-	c.expect(`OK "Putscript completed."`)
-	c.expect(`"p"`)
-	c.expect(`OK "Listscripts completed."`)
-	c.expect(`OK "Logout completed."`)
-	c.expectEOF()
+	c.Send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})) + "\"\r\nPUTSCRIPT \"p\" " + literal("keep;") + "\r\nLISTSCRIPTS\r\nLOGOUT")
+	c.Expect(`OK "Logged in."`)
+	c.Expect(`OK "Putscript completed."`)
+	c.Expect(`"p"`)
+	c.Expect(`OK "Listscripts completed."`)
+	c.Expect(`OK "Logout completed."`)
+	c.ExpectEOF()
 }
 
 func TestAuthenticateFailures(t *testing.T) {
 	e := newEnv(t)
-	expired := e.token(t, demoissuer.Claims{TTL: -time.Hour})
-	wrongAud := e.token(t, demoissuer.Claims{Audience: []string{"someone-else"}})
-	good := e.token(t, demoissuer.Claims{})
+	expired := e.Issuer.Token(t, demoissuer.Claims{TTL: -time.Hour})
+	wrongAud := e.Issuer.Token(t, demoissuer.Claims{Audience: []string{"someone-else"}})
+	good := e.Issuer.Token(t, demoissuer.Claims{})
 	cases := []struct {
 		name, mech, ir, reply string
 	}{
@@ -563,17 +414,17 @@ func TestAuthenticateFailures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := e.dial(t, true)
-			c.t = t
-			c.send(`AUTHENTICATE "` + tc.mech + `" "` + tc.ir + `"`)
-			line := c.expect(`"`)
+			c.T = t
+			c.Send(`AUTHENTICATE "` + tc.mech + `" "` + tc.ir + `"`)
+			line := c.Expect(`"`)
 			if st := errorStatus(t, line); st != "invalid_token" && st != "401" {
 				t.Errorf("error status %q, want invalid_token (or 401 for XOAUTH2)", st)
 			}
-			c.send(tc.reply)
-			c.expect(`NO "Authentication failed."`)
+			c.Send(tc.reply)
+			c.Expect(`NO "Authentication failed."`)
 			// The connection is still usable.
-			c.send("NOOP")
-			c.expect(`OK "NOOP completed."`)
+			c.Send("NOOP")
+			c.Expect(`OK "NOOP completed."`)
 		})
 	}
 }
@@ -583,28 +434,28 @@ func TestAuthenticateFailures(t *testing.T) {
 func TestSilentClientAfterErrorChallenge(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.ErrorReplyTimeout = config.Duration(200 * time.Millisecond) })
 	c, _ := e.dial(t, true)
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", "not-a-jwt") + `"`)
-	c.expect(`"`)
-	c.expect(`NO "Authentication failed."`)
-	c.send("NOOP")
-	c.expect("OK ")
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", "not-a-jwt") + `"`)
+	c.Expect(`"`)
+	c.Expect(`NO "Authentication failed."`)
+	c.Send("NOOP")
+	c.Expect("OK ")
 	// RFC 7628 §3.2.3: a bare kvsep gets the error challenge, no discovery needed.
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + b64("\x01") + `"`)
-	if st := errorStatus(t, c.expect(`"`)); st != "invalid_request" {
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + b64("\x01") + `"`)
+	if st := errorStatus(t, c.Expect(`"`)); st != "invalid_request" {
 		t.Errorf("bare kvsep: status %q, want invalid_request", st)
 	}
-	c.expect(`NO "Authentication failed."`)
+	c.Expect(`NO "Authentication failed."`)
 }
 
 func TestProtocolErrors(t *testing.T) {
 	e := newEnv(t)
 	c, _ := e.dial(t, true)
-	c.send(`AUTHENTICATE "OAUTHBEARER"`)
-	c.expect(`""`)
-	c.send(`"*"`)
-	c.expect(`NO "Authentication cancelled."`)
-	c.send(`AUTHENTICATE "PLAIN" "` + b64("\x00alice\x00pw") + `"`)
-	c.expect(`NO "Unsupported authentication mechanism."`)
+	c.Send(`AUTHENTICATE "OAUTHBEARER"`)
+	c.Expect(`""`)
+	c.Send(`"*"`)
+	c.Expect(`NO "Authentication cancelled."`)
+	c.Send(`AUTHENTICATE "PLAIN" "` + b64("\x00alice\x00pw") + `"`)
+	c.Expect(`NO "Unsupported authentication mechanism."`)
 	// Not counted so far: a cancel and an unsupported mechanism are answers, not mistakes.
 	steps := []struct{ send, want string }{
 		{`AUTHENTICATE "OAUTHBEARER" "!!notbase64"`, `NO "Invalid base64 in initial response"`},
@@ -618,13 +469,13 @@ func TestProtocolErrors(t *testing.T) {
 		{"", `NO "Empty command"`},
 	}
 	for _, s := range steps {
-		c.send(s.send)
-		c.expect(s.want)
+		c.Send(s.send)
+		c.Expect(s.want)
 	}
-	c.send("FROBNICATE")
-	c.expect(`NO "Unknown command"`)
-	c.expect(`BYE "Too many invalid commands."`)
-	c.expectEOF()
+	c.Send("FROBNICATE")
+	c.Expect(`NO "Unknown command"`)
+	c.Expect(`BYE "Too many invalid commands."`)
+	c.ExpectEOF()
 }
 
 // A literal too large cannot be skipped: BYE, and the connection closes.
@@ -636,17 +487,17 @@ func TestLiteralTooLarge(t *testing.T) {
 		`PUTSCRIPT "` + strings.Repeat("x", DefaultMaxLineLength) + `" {5+}`,
 	} {
 		c, _ := e.dial(t, true)
-		c.send(line)
-		c.expect(`BYE "`)
-		c.expectEOF()
+		c.Send(line)
+		c.Expect(`BYE "`)
+		c.ExpectEOF()
 	}
 	// After the error challenge too.
 	c, _ := e.dial(t, true)
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", "not-a-jwt") + `"`)
-	c.expect(`"`)
-	c.send("{100000+}")
-	c.expect(`BYE "Literal too large"`)
-	c.expectEOF()
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", "not-a-jwt") + `"`)
+	c.Expect(`"`)
+	c.Send("{100000+}")
+	c.Expect(`BYE "Literal too large"`)
+	c.ExpectEOF()
 }
 
 // Trouble behind the token check is temporary: NO (TRYLATER).
@@ -661,14 +512,14 @@ func TestUnavailable(t *testing.T) {
 		if want := []string{`"IMPLEMENTATION" "saslgate"`, `"SASL" "OAUTHBEARER XOAUTH2"`, `"SIEVE" ""`, `"VERSION" "1.0"`}; !slices.Equal(greeting, want) {
 			t.Errorf("greeting %q, want %q", greeting, want)
 		}
-		c.send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.token(t, demoissuer.Claims{})) + `"`)
-		c.expect(`NO (TRYLATER) `)
+		c.Send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+		c.Expect(`NO (TRYLATER) `)
 	})
 	t.Run("backend rejects the secret", func(t *testing.T) {
-		e := newEnv(t, func(s *Server) { s.Login.Secrets = secretMap{"alice": "wrong"} })
+		e := newEnv(t, func(s *Server) { s.Login.Secrets = fetest.SecretMap{"alice": "wrong"} })
 		c, _ := e.dial(t, true)
-		c.send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.token(t, demoissuer.Claims{})) + `"`)
-		c.expect(`NO (TRYLATER) `)
+		c.Send(`AUTHENTICATE "XOAUTH2" "` + xoauth2("alice", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+		c.Expect(`NO (TRYLATER) `)
 	})
 	t.Run("IdP down", func(t *testing.T) {
 		e := newEnv(t, func(s *Server) {
@@ -680,33 +531,33 @@ func TestUnavailable(t *testing.T) {
 			}
 			s.Login.Validator = v
 		})
-		tok, err := e.issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
+		tok, err := e.Issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c, _ := e.dial(t, true)
-		c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", tok) + `"`)
-		c.expect(`NO (TRYLATER) `)
+		c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("", tok) + `"`)
+		c.Expect(`NO (TRYLATER) `)
 	})
 }
 
 func TestPreauthTimeout(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.PreauthTimeout = config.Duration(300 * time.Millisecond) })
 	c, _ := e.dial(t, true)
-	c.expect(`BYE "Autologout; authentication took too long."`)
-	c.expectEOF()
+	c.Expect(`BYE "Autologout; authentication took too long."`)
+	c.ExpectEOF()
 }
 
 // A backend that goes away mid-session without a BYE: the client is told.
 func TestBackendLost(t *testing.T) {
 	e := newEnv(t)
 	c, _ := e.dial(t, true)
-	c.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.token(t, demoissuer.Claims{})) + `"`)
-	c.expect(`OK "Logged in."`)
+	c.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+	c.Expect(`OK "Logged in."`)
 	time.Sleep(logoutGrace + 100*time.Millisecond) // the login's OK is no LOGOUT's
-	c.send("X-DROP")
-	c.expect(`BYE (TRYLATER) "Backend connection lost."`)
-	c.expectEOF()
+	c.Send("X-DROP")
+	c.Expect(`BYE (TRYLATER) "Backend connection lost."`)
+	c.ExpectEOF()
 }
 
 // A drain ends sessions the protocol's way: BYE (TRYLATER), before and after the login.
@@ -714,15 +565,15 @@ func TestShutdownSaysBye(t *testing.T) {
 	e := newEnv(t)
 	pre, _ := e.dial(t, true)
 	post, _ := e.dial(t, true)
-	post.send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.token(t, demoissuer.Claims{})) + `"`)
-	post.expect(`OK "Logged in."`)
+	post.Send(`AUTHENTICATE "OAUTHBEARER" "` + oauthbearer("alice", e.Issuer.Token(t, demoissuer.Claims{})) + `"`)
+	post.Expect(`OK "Logged in."`)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	done := make(chan error, 1)
-	go func() { done <- e.servers[proxy.TLSImplicit].Shutdown(ctx) }()
+	go func() { done <- e.Servers[proxy.TLSImplicit].Shutdown(ctx) }()
 	for _, c := range []*client{pre, post} {
-		c.expect(`BYE (TRYLATER) "Server shutting down, please reconnect."`)
-		c.expectEOF()
+		c.Expect(`BYE (TRYLATER) "Server shutting down, please reconnect."`)
+		c.ExpectEOF()
 	}
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v, want context.Canceled", err)
@@ -734,7 +585,7 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	e := newEnv(t, func(s *Server) { s.Config.CapabilitiesRefresh = config.Duration(50 * time.Millisecond) })
 	// Serve probes before it accepts: this greeting has what the backend offered then.
 	c, greeting := e.dial(t, true)
-	c.send("LOGOUT")
+	c.Send("LOGOUT")
 	if want := withOwn(`"IMPLEMENTATION" "saslgate"`, `"SASL" "OAUTHBEARER XOAUTH2"`); !slices.Equal(greeting, want) {
 		t.Fatalf("first greeting %q, want %q", greeting, want)
 	}
@@ -743,7 +594,7 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, greeting := e.dial(t, true)
-		c.send("LOGOUT")
+		c.Send("LOGOUT")
 		if slices.Equal(greeting, want) {
 			return
 		}

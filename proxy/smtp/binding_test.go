@@ -1,12 +1,11 @@
 package smtp
 
 import (
-	"crypto/tls"
 	"testing"
 
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 	"github.com/saslgate/saslgate/tls/binding"
 )
 
@@ -21,42 +20,38 @@ func TestChannelBindingFrontEnd(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				c := e.dial(t, implicit)
 				if !implicit {
-					c.send("EHLO client.example")
-					c.expect("250 ")
+					c.Send("EHLO client.example")
+					c.Expect("250 ")
 					c.startTLS(e)
 				}
-				c.send("EHLO client.example")
-				c.expect("250 ")
-				st := c.nc.(*tls.Conn).ConnectionState()
+				c.Send("EHLO client.example")
+				c.Expect("250 ")
+				st := c.TLSState()
 				cbType := typ
 				if typ == "relayed" {
 					other := e.dial(t, true)
-					st, cbType = other.nc.(*tls.Conn).ConnectionState(), binding.TLSExporter
+					st, cbType = other.TLSState(), binding.TLSExporter
 				}
-				data, err := binding.Data(st, cbType)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ir := b64(string(sasl.EncodeOAuthBearer(sasl.Credentials{AuthzID: "alice", Token: tok, CBFlag: 'p', CBType: cbType, CBData: data})))
-				c.send("AUTH OAUTHBEARER " + ir)
+				ir := fetest.BoundOAuthBearer(t, st, cbType, "alice", tok)
+				c.Send("AUTH OAUTHBEARER " + ir)
 				if typ != "relayed" {
-					c.expect("235 ")
+					c.Expect("235 ")
 					return
 				}
-				if s := errorStatus(t, c.expect("334 ")[0]); s != "invalid_request" {
+				if s := errorStatus(t, c.Expect("334 ")[0]); s != "invalid_request" {
 					t.Errorf("relayed cbdata: status %q, want invalid_request", s)
 				}
-				c.send("AQ==")
-				c.expect("535 5.7.8")
+				c.Send("AQ==")
+				c.Expect("535 5.7.8")
 			})
 		}
 	}
 	t.Run("n refused when required", func(t *testing.T) {
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
-		c.send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
-		if s := errorStatus(t, c.expect("334 ")[0]); s != "invalid_request" {
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
+		c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
+		if s := errorStatus(t, c.Expect("334 ")[0]); s != "invalid_request" {
 			t.Errorf("status %q, want invalid_request", s)
 		}
 	})

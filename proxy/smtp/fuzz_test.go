@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,24 +17,9 @@ import (
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/config"
-	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/tls/certs"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 )
-
-// fuzzValidator accepts the token "good" for alice, fails "temporary" for a while, and
-// refuses everything else.
-type fuzzValidator struct{}
-
-func (fuzzValidator) Validate(_ context.Context, r introspect.Request) (introspect.Identity, error) {
-	switch r.Token {
-	case "good":
-		return introspect.Identity{User: "alice"}, nil
-	case "temporary":
-		return introspect.Identity{}, &introspect.Error{Kind: introspect.ErrTemporary, Reason: "fuzz"}
-	}
-	return introspect.Identity{}, &introspect.Error{Kind: introspect.ErrInvalidToken, Reason: "fuzz"}
-}
 
 // panicWatch keeps the first log line that reports a panic in saslgate's code: go-smtp
 // recovers panics in session methods and only logs them. (go-smtp v0.25.1 has one of its own,
@@ -147,68 +130,11 @@ func (b *memBackend) state() (stuck, closed bool) {
 	return b.stuck, b.closed
 }
 
-func (*memBackend) LocalAddr() net.Addr              { return memAddr{} }
-func (*memBackend) RemoteAddr() net.Addr             { return memAddr{} }
+func (*memBackend) LocalAddr() net.Addr              { return fetest.MemAddr{} }
+func (*memBackend) RemoteAddr() net.Addr             { return fetest.MemAddr{} }
 func (*memBackend) SetDeadline(time.Time) error      { return nil }
 func (*memBackend) SetReadDeadline(time.Time) error  { return nil }
 func (*memBackend) SetWriteDeadline(time.Time) error { return nil }
-
-// memClient is the server's end of a client that sent all its bytes at once and waits for
-// the server to close: reads return them, then time out at once, as the read deadline would
-// end a real wait (so BDAT's check for a closed client finds it there). Replies are kept.
-type memClient struct {
-	mu     sync.Mutex
-	in     strings.Reader
-	out    bytes.Buffer
-	closed bool
-}
-
-func (c *memClient) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.closed:
-		return 0, net.ErrClosed
-	case c.in.Len() == 0:
-		return 0, os.ErrDeadlineExceeded
-	}
-	return c.in.Read(p)
-}
-
-func (c *memClient) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	return c.out.Write(p)
-}
-
-func (c *memClient) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	return nil
-}
-
-func (*memClient) LocalAddr() net.Addr              { return memAddr{} }
-func (*memClient) RemoteAddr() net.Addr             { return memAddr{} }
-func (*memClient) SetDeadline(time.Time) error      { return nil }
-func (*memClient) SetReadDeadline(time.Time) error  { return nil }
-func (*memClient) SetWriteDeadline(time.Time) error { return nil }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
-
-// dropTime leaves the time out of log records (slog.HandlerOptions.ReplaceAttr).
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
-}
 
 // isReplyLine reports whether line is one line of an SMTP reply (RFC 5321 §4.2): a code, a
 // space or hyphen, text.
@@ -263,23 +189,19 @@ func newSessionHarness(tb testing.TB) *sessionHarness {
 	h := &sessionHarness{watch: &panicWatch{}}
 	// Every record is formatted, as a real handler would, but without its time: coverage that
 	// changed with the clock would pass for new.
-	h.log = slog.New(slog.NewTextHandler(h.watch, &slog.HandlerOptions{ReplaceAttr: dropTime}))
-	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
+	h.log = slog.New(slog.NewTextHandler(h.watch, &slog.HandlerOptions{ReplaceAttr: fetest.DropTime}))
+	cert := fetest.NewCert(tb)
+	var err error
+	if h.tlsConfig, err = fuzzListener.ServerTLS(cert.ServerTLS()); err != nil {
 		tb.Fatal(err)
 	}
-	if h.tlsConfig, err = fuzzListener.ServerTLS(certs.FromCertificate(cert).TLSConfig()); err != nil {
-		tb.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
 	near, far := net.Pipe()
 	defer near.Close()
 	defer far.Close()
 	ts := tls.Server(far, h.tlsConfig)
 	errc := make(chan error, 1)
 	go func() { errc <- ts.Handshake() }()
-	if err := tls.Client(near, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}).Handshake(); err != nil {
+	if err := tls.Client(near, cert.ClientTLS()).Handshake(); err != nil {
 		tb.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -300,7 +222,7 @@ func (h *sessionHarness) server() *Server {
 			Hostname:          "mx.example",
 		},
 		TLSConfig: h.tlsConfig,
-		Login:     &proxy.Login{Validator: fuzzValidator{}, Secrets: secretMap{"alice": "backend-secret"}, Router: backends.Single("smtp", backends.Config{Address: "backend.invalid:587", TLS: "none"})},
+		Login:     &proxy.Login{Validator: fetest.FuzzValidator{}, Secrets: fetest.SecretMap{"alice": "backend-secret"}, Router: backends.Single("smtp", backends.Config{Address: "backend.invalid:587", TLS: "none"})},
 		Dial: func(context.Context, string, backends.Secret) (*backends.SMTPSession, error) {
 			b := newMemBackend()
 			h.mu.Lock()
@@ -317,8 +239,9 @@ func (h *sessionHarness) server() *Server {
 }
 
 func (h *sessionHarness) run(t *testing.T, in string) {
-	nc := &memClient{}
-	nc.in.Reset(in + "\r\nQUIT\r\n")
+	// Past its bytes, the client's reads time out at once: BDAT's check for a closed client
+	// finds it there.
+	nc := fetest.NewMemClient(in + "\r\nQUIT\r\n")
 	c := h.server().newConn(nc, "fuzz-1", proxy.NopObserver{}).(*conn)
 	c.plainTLS = &h.tls
 	served := make(chan struct{})
@@ -335,9 +258,7 @@ func (h *sessionHarness) run(t *testing.T, in string) {
 		t.Fatalf("a panic was logged (by this input or an earlier one): %s", *line)
 	}
 
-	nc.mu.Lock()
-	out, closed := nc.out.String(), nc.closed
-	nc.mu.Unlock()
+	out, closed := nc.Result()
 	if !closed {
 		t.Error("the session ended with the client connection open")
 	}

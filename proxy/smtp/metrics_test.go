@@ -11,6 +11,7 @@ import (
 	"github.com/saslgate/saslgate/internal/metrics"
 	"github.com/saslgate/saslgate/internal/metrics/metricstest"
 	"github.com/saslgate/saslgate/proxy"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 )
 
 // A failed and a successful AUTH, a connection over the per-address limit and one message
@@ -25,28 +26,28 @@ func TestMetrics(t *testing.T) {
 	lbl := func(kv ...string) []string { return append([]string{"listener", proxy.TLSImplicit}, kv...) }
 
 	failed := e.dial(t, true)
-	failed.send("EHLO client.example")
-	failed.expect("250 ")
-	failed.send("AUTH OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
-	if st := errorStatus(t, failed.expect("334 ")[0]); st != "invalid_token" {
+	failed.Send("EHLO client.example")
+	failed.Expect("250 ")
+	failed.Send("AUTH OAUTHBEARER " + oauthbearer("", e.token(t, demoissuer.Claims{TTL: -time.Hour})))
+	if st := errorStatus(t, failed.Expect("334 ")[0]); st != "invalid_token" {
 		t.Fatalf("error status %q, want invalid_token", st)
 	}
-	failed.send("AQ==")
-	failed.expect("535 5.7.8 ")
+	failed.Send("AQ==")
+	failed.Expect("535 5.7.8 ")
 
 	c := e.login(t) // XOAUTH2
 	msg := "Subject: metrics\r\n\r\nhello\r\n"
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("250 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("250 ")
-	c.send("DATA")
-	c.expect("354 ")
-	c.send(msg + ".")
-	c.expect("250 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("250 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("250 ")
+	c.Send("DATA")
+	c.Expect("354 ")
+	c.Send(msg + ".")
+	c.Expect("250 ")
 	e.nextMessage(t)
 
-	nc, err := tls.Dial("tcp", e.implAdr, e.tlsConfig())
+	nc, err := tls.Dial("tcp", e.ImplAddr, e.Cert.ClientTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,17 +82,11 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("bytes relayed up = %v, want %d", got, len(msg))
 	}
 
-	c.send("QUIT")
-	c.expect("221 ")
-	failed.send("QUIT")
-	failed.expect("221 ")
-	deadline := time.Now().Add(5 * time.Second)
-	for metricstest.Value(t, reg, metrics.NameSessionsActive) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v after QUIT, want 0", metrics.NameSessionsActive, metricstest.Value(t, reg, metrics.NameSessionsActive))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.Send("QUIT")
+	c.Expect("221 ")
+	failed.Send("QUIT")
+	failed.Expect("221 ")
+	fetest.WaitValue(t, reg, 0, metrics.NameSessionsActive)
 }
 
 // Every authentication answer a failing client gets is held back, and counted.
@@ -100,13 +95,13 @@ func TestMetricsAuthDelay(t *testing.T) {
 	fl := proxy.NewFailureLimiter(proxy.Limits{AuthFailures: 1, AuthDelay: 1, MaxAuthDelay: 1}, nil)
 	e := newEnv(t, nil, func(s *Server) { s.Observer = m.Listener(s.Listener.Name, "smtp"); s.Login.Limiter = fl })
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
 	for range 2 {
-		c.send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
-		c.expect("334 ")
-		c.send("")
-		c.expect("535 ")
+		c.Send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
+		c.Expect("334 ")
+		c.Send("")
+		c.Expect("535 ")
 	}
 	if got := metricstest.Value(t, m.Registry(), metrics.NameAuthDelays, "listener", proxy.TLSImplicit); got != 1 {
 		t.Errorf("auth delays = %v, want 1", got)

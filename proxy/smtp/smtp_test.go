@@ -1,18 +1,11 @@
 package smtp
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
-	"net/http/httptest"
 	"net/netip"
 	"runtime/debug"
 	"slices"
@@ -29,75 +22,35 @@ import (
 	"github.com/saslgate/saslgate/internal/demoissuer"
 	"github.com/saslgate/saslgate/introspect"
 	"github.com/saslgate/saslgate/proxy"
-	"github.com/saslgate/saslgate/proxy/sasl"
+	"github.com/saslgate/saslgate/proxy/internal/fetest"
 	"github.com/saslgate/saslgate/tls/certs"
 )
-
-// secretMap is a test SecretSource.
-type secretMap map[string]backends.Secret
-
-func (m secretMap) Secret(_ context.Context, user string) (backends.Secret, error) {
-	s, ok := m[user]
-	if !ok {
-		return "", backends.ErrUnknownUser
-	}
-	return s, nil
-}
 
 // env is one gateway (an implicit-TLS and a STARTTLS listener) in front of a sink, with a
 // demo issuer.
 type env struct {
-	issuer  *demoissuer.Issuer
-	sink    *sink
-	roots   *x509.CertPool
-	servers map[string]*Server // by TLS mode
-	implAdr string
-	stlsAdr string
+	*fetest.Gateway[*Server]
+	sink *sink
 }
 
 type envOption func(*Server)
 
 func newEnv(t *testing.T, k *sink, opts ...envOption) *env {
 	t.Helper()
-	hs := httptest.NewUnstartedServer(nil)
-	issuerURL := "http://" + hs.Listener.Addr().String()
-	iss, err := demoissuer.New(issuerURL, map[string]string{"alice": "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = iss.Handler()
-	hs.Start()
-	t.Cleanup(hs.Close)
 	if k == nil {
 		k = newSink(t, nil)
 	}
-	v, err := introspect.New(context.Background(), introspect.Config{Issuers: []introspect.IssuerConfig{{
-		Issuer: issuerURL, Mode: "jwt", Audience: []string{"saslgate"}, UsernameClaim: "sub",
-		Scopes: map[string][]string{"smtp": {"mail.send"}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{issuer: iss, sink: k, roots: x509.NewCertPool(), servers: map[string]*Server{}}
-	e.roots.AppendCertsFromPEM(certPEM)
-	for _, mode := range []string{proxy.TLSImplicit, proxy.TLSStartTLS} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+	e := &env{sink: k}
+	e.Gateway = fetest.Start(t, fetest.Setup{Protocol: "smtp", Scopes: map[string][]string{"smtp": {"mail.send"}}}, func(l fetest.Listener) *Server {
 		srv := &Server{
-			Listener: proxy.ListenerConfig{Name: mode, Protocol: "smtp", Address: ln.Addr().String(), TLS: mode},
+			Listener: l.Config,
 			Config: Config{
 				Backend:  backends.Config{Address: k.addr, TLS: "none", Hostname: "gw.example", Timeout: config.Duration(5 * time.Second)},
 				Hostname: "mx.example",
 			},
-			TLSConfig: certs.FromCertificate(cert).TLSConfig(),
-			Login:     &proxy.Login{Validator: v, Secrets: secretMap{"alice": "backend-secret"}},
-			Logger:    slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+			TLSConfig: l.TLS,
+			Login:     l.Login,
+			Logger:    l.Logger,
 		}
 		for _, o := range opts {
 			o(srv)
@@ -105,151 +58,76 @@ func newEnv(t *testing.T, k *sink, opts ...envOption) *env {
 		if srv.Login.Router == nil {
 			srv.Login.Router = backends.Single("smtp", srv.Config.Backend)
 		}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		e.servers[mode] = srv
-		if mode == proxy.TLSImplicit {
-			e.implAdr = ln.Addr().String()
-		} else {
-			e.stlsAdr = ln.Addr().String()
-		}
-	}
+		return srv
+	})
 	return e
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
+// token mints a token for alice, with the scope mail.send unless c names another.
 func (e *env) token(t *testing.T, c demoissuer.Claims) string {
 	t.Helper()
-	if c.Subject == "" {
-		c.Subject = "alice"
-	}
 	if c.Scope == "" {
 		c.Scope = "openid mail.send"
 	}
-	tok, err := e.issuer.Mint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return e.Issuer.Token(t, c)
 }
 
 // client is a line-level SMTP client for transcript tests.
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
+type client struct{ *fetest.Client }
 
 // dial connects and reads the greeting; on the STARTTLS listener it stays in plain text.
 func (e *env) dial(t *testing.T, implicit bool) *client {
 	t.Helper()
-	var nc net.Conn
-	var err error
-	if implicit {
-		nc, err = tls.Dial("tcp", e.implAdr, e.tlsConfig())
-	} else {
-		nc, err = net.Dial("tcp", e.stlsAdr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-	c.expect("220 mx.example ESMTP")
+	c := &client{e.Dial(t, implicit)}
+	c.NC.SetDeadline(time.Now().Add(20 * time.Second))
+	c.Expect("220 mx.example ESMTP")
 	return c
 }
-
-func (e *env) tlsConfig() *tls.Config { return &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"} }
 
 // login dials the implicit-TLS listener and authenticates alice with XOAUTH2.
 func (e *env) login(t *testing.T) *client {
 	t.Helper()
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("235 2.0.0 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.Expect("235 2.0.0 ")
 	return c
 }
 
-func (c *client) send(line string) {
-	c.t.Helper()
-	c.t.Logf("C: %.200s", line)
-	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// expect reads one reply, all its lines, and checks that its last line starts with prefix;
+// Expect reads one reply, all its lines, and checks that its last line starts with prefix;
 // it returns the lines.
-func (c *client) expect(prefix string) []string {
-	c.t.Helper()
+func (c *client) Expect(prefix string) []string {
+	c.T.Helper()
 	var lines []string
 	for {
-		line, err := c.br.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("reading reply, want %q: %v (so far %q)", prefix, err, lines)
-		}
-		line = strings.TrimRight(line, "\r\n")
-		c.t.Logf("S: %.200s", line)
+		line := c.Line()
 		lines = append(lines, line)
 		if len(line) < 4 || line[3] != '-' {
 			break
 		}
 	}
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, prefix) {
-		c.t.Fatalf("got %q, want prefix %q", last, prefix)
+		c.T.Fatalf("got %q, want prefix %q", last, prefix)
 	}
 	return lines
 }
 
-func (c *client) expectEOF() {
-	c.t.Helper()
-	if line, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("got %q, want the connection closed", line)
-	}
-}
-
 func (c *client) startTLS(e *env) {
-	c.t.Helper()
-	c.send("STARTTLS")
-	c.expect("220 2.0.0 ")
-	tc := tls.Client(c.nc, e.tlsConfig())
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.T.Helper()
+	c.Send("STARTTLS")
+	c.Expect("220 2.0.0 ")
+	c.StartTLS(e.Cert.ClientTLS())
 }
 
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+var b64, xoauth2 = fetest.B64, fetest.XOAuth2
 
-func oauthbearer(user, token string) string {
-	return b64(string(sasl.EncodeOAuthBearer(sasl.Credentials{AuthzID: user, Host: "127.0.0.1", Port: 465, Token: token, CBFlag: 'n'})))
-}
-
-func xoauth2(user, token string) string { return b64(string(sasl.EncodeXOAuth2(user, token))) }
+func oauthbearer(user, token string) string { return fetest.OAuthBearer(user, token, 465) }
 
 // errorStatus decodes an RFC 7628 error challenge line ("334 <base64 JSON>").
 func errorStatus(t *testing.T, line string) string {
 	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(line, "334 "))
-	if err != nil {
-		t.Fatalf("challenge %q is not base64: %v", line, err)
-	}
-	var v struct {
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatalf("challenge %q is not JSON: %v", raw, err)
-	}
-	return v.Status
+	return fetest.ErrorStatus(t, strings.TrimPrefix(line, "334 "))
 }
 
 func (e *env) nextMessage(t *testing.T) message {
@@ -275,8 +153,8 @@ func (e *env) expectNoMessage(t *testing.T) {
 func TestEHLO(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	got := c.expect("250 ")
+	c.Send("EHLO client.example")
+	got := c.Expect("250 ")
 	for _, want := range []string{"250-PIPELINING", "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250-CHUNKING",
 		"250-AUTH OAUTHBEARER XOAUTH2", "250-SMTPUTF8", "250-DSN", "250 SIZE 52428800"} {
 		if !slices.Contains(got, want) {
@@ -290,14 +168,14 @@ func TestEHLO(t *testing.T) {
 	}
 
 	c = e.dial(t, false)
-	c.send("EHLO client.example")
-	got = c.expect("250 ")
+	c.Send("EHLO client.example")
+	got = c.Expect("250 ")
 	if !slices.Contains(got, "250-STARTTLS") || slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "AUTH") }) {
 		t.Errorf("EHLO before STARTTLS: %q, want STARTTLS and no AUTH", got)
 	}
 	c.startTLS(e)
-	c.send("EHLO client.example")
-	got = c.expect("250 ")
+	c.Send("EHLO client.example")
+	got = c.Expect("250 ")
 	if slices.Contains(got, "250-STARTTLS") || !slices.Contains(got, "250-AUTH OAUTHBEARER XOAUTH2") {
 		t.Errorf("EHLO after STARTTLS: %q, want AUTH and no STARTTLS", got)
 	}
@@ -311,15 +189,15 @@ func TestEHLOFollowsBackend(t *testing.T) {
 	})
 	e := newEnv(t, k)
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	got := c.expect("250 SIZE")
+	c.Send("EHLO client.example")
+	got := c.Expect("250 SIZE")
 	for _, line := range got {
 		if strings.Contains(line, "DSN") || strings.Contains(line, "SMTPUTF8") || line == "250 SIZE 52428800" {
 			t.Errorf("EHLO announces %q, which the backend does not offer", line)
 		}
 	}
-	c.send("MAIL FROM:<alice@example.com> RET=HDRS")
-	c.expect("504 5.5.4 ")
+	c.Send("MAIL FROM:<alice@example.com> RET=HDRS")
+	c.Expect("504 5.5.4 ")
 
 	cert, certPEM, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
@@ -338,18 +216,18 @@ func TestEHLOFollowsBackend(t *testing.T) {
 		s.Config.Backend.TLS, s.Config.Backend.CAFile = "starttls", caFile
 	})
 	c = e.login(t)
-	c.send("EHLO client.example")
-	if got := c.expect("250 "); !slices.Contains(got, "250-REQUIRETLS") {
+	c.Send("EHLO client.example")
+	if got := c.Expect("250 "); !slices.Contains(got, "250-REQUIRETLS") {
 		t.Errorf("EHLO lacks REQUIRETLS of a STARTTLS backend: %q", got)
 	}
-	c.send("MAIL FROM:<alice@example.com> REQUIRETLS")
-	c.expect("250 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("250 ")
-	c.send("DATA")
-	c.expect("354 ")
-	c.send("Subject: t\r\n\r\nx\r\n.")
-	c.expect("250 2.0.0 Ok: queued as 4XyZ")
+	c.Send("MAIL FROM:<alice@example.com> REQUIRETLS")
+	c.Expect("250 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("250 ")
+	c.Send("DATA")
+	c.Expect("354 ")
+	c.Send("Subject: t\r\n\r\nx\r\n.")
+	c.Expect("250 2.0.0 Ok: queued as 4XyZ")
 	if m := e.nextMessage(t); !m.Mail.RequireTLS {
 		t.Errorf("REQUIRETLS not relayed: %+v", m.Mail)
 	}
@@ -363,43 +241,43 @@ func TestAuthSuccess(t *testing.T) {
 		steps func(c *client)
 	}{
 		{"OAUTHBEARER with initial response", func(c *client) {
-			c.send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
+			c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", tok))
 		}},
 		{"OAUTHBEARER without initial response, no authzid", func(c *client) {
-			c.send("AUTH OAUTHBEARER")
-			c.expect("334 ")
-			c.send(oauthbearer("", tok))
+			c.Send("AUTH OAUTHBEARER")
+			c.Expect("334 ")
+			c.Send(oauthbearer("", tok))
 		}},
 		{"XOAUTH2 with initial response", func(c *client) {
-			c.send("auth xoauth2 " + xoauth2("alice", tok))
+			c.Send("auth xoauth2 " + xoauth2("alice", tok))
 		}},
 		{"XOAUTH2 without initial response", func(c *client) {
-			c.send("AUTH XOAUTH2")
-			if got := c.expect("334"); got[0] != "334 " {
+			c.Send("AUTH XOAUTH2")
+			if got := c.Expect("334"); got[0] != "334 " {
 				t.Errorf("empty challenge is %q, want %q", got[0], "334 ")
 			}
-			c.send(xoauth2("alice", tok))
+			c.Send(xoauth2("alice", tok))
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, true)
-			c.t = t
-			c.send("EHLO client.example")
-			c.expect("250 ")
+			c.T = t
+			c.Send("EHLO client.example")
+			c.Expect("250 ")
 			tc.steps(c)
-			c.expect("235 2.0.0 ")
-			c.send("MAIL FROM:<alice@example.com>")
-			c.expect("250 2.0.0 ")
-			c.send("RCPT TO:<bob@example.com>")
-			c.expect("250 2.0.0 ")
-			c.send("DATA")
-			c.expect("354 ")
-			c.send("Subject: " + tc.name + "\r\n\r\nhello\r\n.")
-			c.expect("250 2.0.0 Ok: queued as 4XyZ")
-			c.send("QUIT")
-			c.expect("221 2.0.0 ")
-			c.expectEOF()
+			c.Expect("235 2.0.0 ")
+			c.Send("MAIL FROM:<alice@example.com>")
+			c.Expect("250 2.0.0 ")
+			c.Send("RCPT TO:<bob@example.com>")
+			c.Expect("250 2.0.0 ")
+			c.Send("DATA")
+			c.Expect("354 ")
+			c.Send("Subject: " + tc.name + "\r\n\r\nhello\r\n.")
+			c.Expect("250 2.0.0 Ok: queued as 4XyZ")
+			c.Send("QUIT")
+			c.Expect("221 2.0.0 ")
+			c.ExpectEOF()
 			m := e.nextMessage(t)
 			if m.User != "alice" || m.From != "alice@example.com" || !slices.Equal(m.To, []string{"bob@example.com"}) ||
 				string(m.Body) != "Subject: "+tc.name+"\r\n\r\nhello\r\n" {
@@ -417,24 +295,24 @@ func TestLineLimit(t *testing.T) {
 		t.Fatalf("token is %d bytes", len(big))
 	}
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH OAUTHBEARER " + oauthbearer("alice", big))
-	c.expect("235 2.0.0 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", big))
+	c.Expect("235 2.0.0 ")
 
 	for _, steps := range [][]string{{"AUTH XOAUTH2 " + strings.Repeat("A", DefaultMaxLineLength+100)},
 		{"AUTH XOAUTH2", strings.Repeat("A", DefaultMaxLineLength+100)}} {
 		c = e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
 		for i, line := range steps {
 			if i > 0 {
-				c.expect("334 ")
+				c.Expect("334 ")
 			}
-			c.send(line)
+			c.Send(line)
 		}
 		c.expectTooLong()
-		c.expectEOF()
+		c.ExpectEOF()
 	}
 }
 
@@ -442,13 +320,13 @@ func TestLineLimit(t *testing.T) {
 // the limit (a cut that falls on a read boundary, so its reply varies; here a 4xx or 5xx),
 // then gives 500 5.4.0 and closes.
 func (c *client) expectTooLong() {
-	c.t.Helper()
+	c.T.Helper()
 	const tooLong = "500 5.4.0 Too long line, closing connection"
-	if last := c.expect(""); last[len(last)-1] != tooLong {
+	if last := c.Expect(""); last[len(last)-1] != tooLong {
 		if code := last[len(last)-1][0]; code != '4' && code != '5' {
-			c.t.Fatalf("reply to the cut line %q, want 4xx or 5xx", last)
+			c.T.Fatalf("reply to the cut line %q, want 4xx or 5xx", last)
 		}
-		c.expect(tooLong)
+		c.Expect(tooLong)
 	}
 }
 
@@ -473,20 +351,20 @@ func TestAuthFailures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.dial(t, true)
-			c.t = t
-			c.send("EHLO client.example")
-			c.expect("250 ")
-			c.send("AUTH " + tc.mech + " " + tc.ir)
-			if st := errorStatus(t, c.expect("334 ")[0]); st != tc.status {
+			c.T = t
+			c.Send("EHLO client.example")
+			c.Expect("250 ")
+			c.Send("AUTH " + tc.mech + " " + tc.ir)
+			if st := errorStatus(t, c.Expect("334 ")[0]); st != tc.status {
 				t.Errorf("error status %q, want %q", st, tc.status)
 			}
-			c.send(tc.reply)
-			c.expect("535 5.7.8 ")
+			c.Send(tc.reply)
+			c.Expect("535 5.7.8 ")
 			// The connection is still usable, and not authenticated.
-			c.send("MAIL FROM:<alice@example.com>")
-			c.expect("530 5.7.0 ")
-			c.send("AUTH XOAUTH2 " + xoauth2("alice", good))
-			c.expect("235 2.0.0 ")
+			c.Send("MAIL FROM:<alice@example.com>")
+			c.Expect("530 5.7.0 ")
+			c.Send("AUTH XOAUTH2 " + xoauth2("alice", good))
+			c.Expect("235 2.0.0 ")
 		})
 	}
 }
@@ -494,30 +372,30 @@ func TestAuthFailures(t *testing.T) {
 func TestAuthProtocolErrors(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH OAUTHBEARER")
-	c.expect("334 ")
-	c.send("*") // RFC 4954 §4: cancelled
-	c.expect("501 5.0.0 ")
-	c.send("AUTH OAUTHBEARER " + oauthbearer("", "x.y.z"))
-	c.expect("334 ")
-	c.send("*") // a SASL abort answers the error challenge too (RFC 7628 §3.2.3)
-	c.expect("501 5.0.0 ")
-	c.send("AUTH OAUTHBEARER =") // "=" is the empty initial response
-	c.expect("501 5.5.2 ")
-	c.send("AUTH XOAUTH2 " + b64("no kvpairs here"))
-	c.expect("501 5.5.2 ")
-	c.send("AUTH PLAIN " + b64("\x00alice\x00pw"))
-	c.expect("504 5.7.4 ")
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("530 5.7.0 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("502 5.5.1 ")
-	c.send("DATA")
-	c.expect("502 5.5.1 ")
-	c.send("NOOP")
-	c.expect("250 2.0.0 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH OAUTHBEARER")
+	c.Expect("334 ")
+	c.Send("*") // RFC 4954 §4: cancelled
+	c.Expect("501 5.0.0 ")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("", "x.y.z"))
+	c.Expect("334 ")
+	c.Send("*") // a SASL abort answers the error challenge too (RFC 7628 §3.2.3)
+	c.Expect("501 5.0.0 ")
+	c.Send("AUTH OAUTHBEARER =") // "=" is the empty initial response
+	c.Expect("501 5.5.2 ")
+	c.Send("AUTH XOAUTH2 " + b64("no kvpairs here"))
+	c.Expect("501 5.5.2 ")
+	c.Send("AUTH PLAIN " + b64("\x00alice\x00pw"))
+	c.Expect("504 5.7.4 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("530 5.7.0 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("502 5.5.1 ")
+	c.Send("DATA")
+	c.Expect("502 5.5.1 ")
+	c.Send("NOOP")
+	c.Expect("250 2.0.0 ")
 }
 
 // A client that never answers the error challenge gets its 535 after the short error-reply
@@ -525,17 +403,17 @@ func TestAuthProtocolErrors(t *testing.T) {
 func TestSilentClientAfterErrorChallenge(t *testing.T) {
 	e := newEnv(t, nil, func(s *Server) { s.Config.ErrorReplyTimeout = config.Duration(200 * time.Millisecond) })
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
 	start := time.Now()
-	c.send("AUTH OAUTHBEARER " + oauthbearer("", "not-a-jwt"))
-	c.expect("334 ")
-	c.expect("535 5.7.8 ")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("", "not-a-jwt"))
+	c.Expect("334 ")
+	c.Expect("535 5.7.8 ")
 	// Not before the configured 200 ms, and long before the 5 s default.
 	if d := time.Since(start); d < 200*time.Millisecond || d >= 2*time.Second {
 		t.Errorf("535 came %v after AUTH, want between 200ms (error_reply_timeout) and 2s", d)
 	}
-	c.expectEOF()
+	c.ExpectEOF()
 }
 
 // On the STARTTLS listener, AUTH before TLS is refused without a 334: no token is asked for in
@@ -543,30 +421,26 @@ func TestSilentClientAfterErrorChallenge(t *testing.T) {
 func TestBeforeSTARTTLS(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.dial(t, false)
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("538 5.7.11 ")
-	c.send("AUTH XOAUTH2")
-	c.expect("538 5.7.11 ")
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("530 5.7.0 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
+	c.Expect("538 5.7.11 ")
+	c.Send("AUTH XOAUTH2")
+	c.Expect("538 5.7.11 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("530 5.7.0 ")
 	// A command injected behind STARTTLS, in the same packet, is discarded (CVE-2011-0411).
-	c.send("STARTTLS\r\nMAIL FROM:<evil@example.com>")
-	c.expect("220 2.0.0 ")
-	tc := tls.Client(c.nc, e.tlsConfig())
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	c.nc, c.br = tc, bufio.NewReader(tc)
-	c.send("NOOP")
-	c.expect("250 2.0.0 ") // had the MAIL been executed, its reply would come first
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("235 2.0.0 ")
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("250 ")
+	c.Send("STARTTLS\r\nMAIL FROM:<evil@example.com>")
+	c.Expect("220 2.0.0 ")
+	c.StartTLS(e.Cert.ClientTLS())
+	c.Send("NOOP")
+	c.Expect("250 2.0.0 ") // had the MAIL been executed, its reply would come first
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH OAUTHBEARER " + oauthbearer("alice", e.token(t, demoissuer.Claims{})))
+	c.Expect("235 2.0.0 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("250 ")
 }
 
 // Trouble behind the token check is temporary: 454 4.7.0.
@@ -574,26 +448,26 @@ func TestUnavailable(t *testing.T) {
 	t.Run("backend down", func(t *testing.T) {
 		e := newEnv(t, nil, func(s *Server) { s.Config.Backend.Address = "127.0.0.1:1" })
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
-		c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-		c.expect("454 4.7.0 ")
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
+		c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+		c.Expect("454 4.7.0 ")
 	})
 	t.Run("backend rejects secret", func(t *testing.T) {
-		e := newEnv(t, nil, func(s *Server) { s.Login.Secrets = secretMap{"alice": "wrong"} })
+		e := newEnv(t, nil, func(s *Server) { s.Login.Secrets = fetest.SecretMap{"alice": "wrong"} })
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
-		c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-		c.expect("454 4.7.0 ")
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
+		c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+		c.Expect("454 4.7.0 ")
 	})
 	t.Run("no secret for user", func(t *testing.T) {
-		e := newEnv(t, nil, func(s *Server) { s.Login.Secrets = secretMap{} })
+		e := newEnv(t, nil, func(s *Server) { s.Login.Secrets = fetest.SecretMap{} })
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
-		c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-		c.expect("454 4.7.0 ")
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
+		c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+		c.Expect("454 4.7.0 ")
 	})
 	t.Run("IdP down", func(t *testing.T) {
 		e := newEnv(t, nil, func(s *Server) {
@@ -605,15 +479,15 @@ func TestUnavailable(t *testing.T) {
 			}
 			s.Login.Validator = v
 		})
-		tok, err := e.issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
+		tok, err := e.Issuer.Mint(demoissuer.Claims{Subject: "alice", Extra: map[string]any{"iss": "http://127.0.0.1:1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		c.expect("250 ")
-		c.send("AUTH OAUTHBEARER " + oauthbearer("", tok))
-		c.expect("454 4.7.0 ")
+		c.Send("EHLO client.example")
+		c.Expect("250 ")
+		c.Send("AUTH OAUTHBEARER " + oauthbearer("", tok))
+		c.Expect("454 4.7.0 ")
 	})
 }
 
@@ -623,9 +497,9 @@ func TestBackendLost(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login(t)
 	e.sink.srv.Close()
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("421 4.3.0 ")
-	c.expectEOF()
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("421 4.3.0 ")
+	c.ExpectEOF()
 }
 
 // Several transactions in one session, RSET, parameters, a refused recipient, BDAT and
@@ -634,25 +508,25 @@ func TestTransactions(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login(t)
 
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("250 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("250 ")
-	c.send("RSET")
-	c.expect("250 2.0.0 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("502 5.5.1 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("250 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("250 ")
+	c.Send("RSET")
+	c.Expect("250 2.0.0 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("502 5.5.1 ")
 
-	c.send("MAIL FROM:<alice@example.com> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bid")
-	c.expect("250 ")
-	c.send("RCPT TO:<nobody@example.com>")
-	c.expect("550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown")
-	c.send("RCPT TO:<bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Bx@example.com")
-	c.expect("250 ")
-	c.send("DATA")
-	c.expect("354 ")
-	c.send("Subject: one\r\n\r\n..leading dot\r\n..\r\nlast\r\n.")
-	c.expect("250 2.0.0 Ok: queued as 4XyZ")
+	c.Send("MAIL FROM:<alice@example.com> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2Bid")
+	c.Expect("250 ")
+	c.Send("RCPT TO:<nobody@example.com>")
+	c.Expect("550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown")
+	c.Send("RCPT TO:<bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Bx@example.com")
+	c.Expect("250 ")
+	c.Send("DATA")
+	c.Expect("354 ")
+	c.Send("Subject: one\r\n\r\n..leading dot\r\n..\r\nlast\r\n.")
+	c.Expect("250 2.0.0 Ok: queued as 4XyZ")
 	m := e.nextMessage(t)
 	if string(m.Body) != "Subject: one\r\n\r\n.leading dot\r\n.\r\nlast\r\n" {
 		t.Errorf("body %q", m.Body)
@@ -668,20 +542,20 @@ func TestTransactions(t *testing.T) {
 	}
 
 	// BDAT (RFC 3030), pipelined.
-	c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<carol@example.com>\r\nBDAT 14\r\nSubject: two\r\n" + "BDAT 8 LAST\r\n\n.body") // send ends the chunk with CRLF; the bare LF becomes CRLF
-	c.expect("250 ")
-	c.expect("250 ")
-	c.expect("250 2.0.0 Continue")
-	c.expect("250 2.0.0 Ok: queued as 4XyZ")
+	c.Send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<carol@example.com>\r\nBDAT 14\r\nSubject: two\r\n" + "BDAT 8 LAST\r\n\n.body") // send ends the chunk with CRLF; the bare LF becomes CRLF
+	c.Expect("250 ")
+	c.Expect("250 ")
+	c.Expect("250 2.0.0 Continue")
+	c.Expect("250 2.0.0 Ok: queued as 4XyZ")
 	if m := e.nextMessage(t); string(m.Body) != "Subject: two\r\n\r\n.body\r\n" || !slices.Equal(m.To, []string{"carol@example.com"}) {
 		t.Errorf("BDAT message %q to %q", m.Body, m.To)
 	}
 	if n := e.sink.loginCount(); n != 1 {
 		t.Errorf("%d backend logins, want 1 for the session", n)
 	}
-	c.send("QUIT")
-	c.expect("221 ")
-	c.expectEOF()
+	c.Send("QUIT")
+	c.Expect("221 ")
+	c.ExpectEOF()
 }
 
 func TestSenderPolicy(t *testing.T) {
@@ -691,14 +565,14 @@ func TestSenderPolicy(t *testing.T) {
 	})
 	c := e.login(t)
 	for _, from := range []string{"bob@example.com", "", "alice@example.org"} {
-		c.send("MAIL FROM:<" + from + ">")
-		c.expect("553 5.7.1 ")
+		c.Send("MAIL FROM:<" + from + ">")
+		c.Expect("553 5.7.1 ")
 	}
 	for _, from := range []string{"Alice@Example.com", "sales@example.com"} {
-		c.send("MAIL FROM:<" + from + ">")
-		c.expect("250 ")
-		c.send("RSET")
-		c.expect("250 ")
+		c.Send("MAIL FROM:<" + from + ">")
+		c.Expect("250 ")
+		c.Send("RSET")
+		c.Expect("250 ")
 	}
 }
 
@@ -712,23 +586,23 @@ func TestClientVanishesMidData(t *testing.T) {
 		t.Run(tc.cmd+", "+tc.close, func(t *testing.T) {
 			e := newEnv(t, nil)
 			c := e.login(t)
-			c.send("MAIL FROM:<alice@example.com>")
-			c.expect("250 ")
-			c.send("RCPT TO:<bob@example.com>")
-			c.expect("250 ")
+			c.Send("MAIL FROM:<alice@example.com>")
+			c.Expect("250 ")
+			c.Send("RCPT TO:<bob@example.com>")
+			c.Expect("250 ")
 			if cmd == "DATA" {
-				c.send("DATA")
-				c.expect("354 ")
-				c.send("Subject: half\r\n\r\nfirst half")
+				c.Send("DATA")
+				c.Expect("354 ")
+				c.Send("Subject: half\r\n\r\nfirst half")
 			} else {
-				c.send("BDAT 21\r\nSubject: half\r\n\r\nfir") // send adds CRLF: 21 bytes
-				c.expect("250 2.0.0 Continue")
-				c.send("BDAT 1000 LAST\r\nsecond half, never finished")
+				c.Send("BDAT 21\r\nSubject: half\r\n\r\nfir") // send adds CRLF: 21 bytes
+				c.Expect("250 2.0.0 Continue")
+				c.Send("BDAT 1000 LAST\r\nsecond half, never finished")
 			}
 			if tc.close == "TCP only" {
-				c.nc.(*tls.Conn).NetConn().Close()
+				c.NC.(*tls.Conn).NetConn().Close()
 			} else {
-				c.nc.Close()
+				c.NC.Close()
 			}
 			select {
 			case err := <-e.sink.aborted:
@@ -745,20 +619,20 @@ func TestClientVanishesMidData(t *testing.T) {
 func TestResetDuringBDAT(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.login(t)
-	c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nBDAT 7\r\nhello")
-	c.expect("250 ")
-	c.expect("250 ")
-	c.expect("250 2.0.0 Continue")
-	c.send("RSET")
-	c.expect("250 2.0.0 ")
+	c.Send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nBDAT 7\r\nhello")
+	c.Expect("250 ")
+	c.Expect("250 ")
+	c.Expect("250 2.0.0 Continue")
+	c.Send("RSET")
+	c.Expect("250 2.0.0 ")
 	// DATA, not BDAT: go-smtp v0.25.1 reassigns its BDAT result channel while the aborted
 	// transfer's goroutine may still be sending on it (a data race inside go-smtp).
-	c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA")
-	c.expect("250 ")
-	c.expect("250 ")
-	c.expect("354 ")
-	c.send("new\r\n.")
-	c.expect("250 2.0.0 Ok: queued as 4XyZ")
+	c.Send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA")
+	c.Expect("250 ")
+	c.Expect("250 ")
+	c.Expect("354 ")
+	c.Send("new\r\n.")
+	c.Expect("250 2.0.0 Ok: queued as 4XyZ")
 	if m := e.nextMessage(t); string(m.Body) != "new\r\n" {
 		t.Errorf("body %q, want the second message only", m.Body)
 	}
@@ -771,27 +645,27 @@ func TestResetDuringBDAT(t *testing.T) {
 func TestMessageTooLarge(t *testing.T) {
 	e := newEnv(t, nil, func(s *Server) { s.Config.MaxMessageBytes = 1000 })
 	c := e.login(t)
-	c.send("EHLO client.example")
-	if got := c.expect("250 "); !slices.Contains(got, "250 SIZE 1000") {
+	c.Send("EHLO client.example")
+	if got := c.Expect("250 "); !slices.Contains(got, "250 SIZE 1000") {
 		t.Errorf("EHLO %q, want SIZE 1000", got)
 	}
-	c.send("MAIL FROM:<alice@example.com> SIZE=2000")
-	c.expect("552 5.3.4 ")
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("250 ")
-	c.send("RCPT TO:<bob@example.com>")
-	c.expect("250 ")
-	c.send("DATA")
-	c.expect("354 ")
-	c.send(strings.Repeat("0123456789abcdef\r\n", 100) + ".")
-	c.expect("552 5.3.4 ")
+	c.Send("MAIL FROM:<alice@example.com> SIZE=2000")
+	c.Expect("552 5.3.4 ")
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("250 ")
+	c.Send("RCPT TO:<bob@example.com>")
+	c.Expect("250 ")
+	c.Send("DATA")
+	c.Expect("354 ")
+	c.Send(strings.Repeat("0123456789abcdef\r\n", 100) + ".")
+	c.Expect("552 5.3.4 ")
 	e.expectNoMessage(t)
-	c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA")
-	c.expect("250 ")
-	c.expect("250 ")
-	c.expect("354 ")
-	c.send("small\r\n.")
-	c.expect("250 2.0.0 Ok: queued as 4XyZ")
+	c.Send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA")
+	c.Expect("250 ")
+	c.Expect("250 ")
+	c.Expect("354 ")
+	c.Send("small\r\n.")
+	c.Expect("250 2.0.0 Ok: queued as 4XyZ")
 	if m := e.nextMessage(t); string(m.Body) != "small\r\n" {
 		t.Errorf("body %q", m.Body)
 	}
@@ -801,7 +675,7 @@ func TestMessageTooLarge(t *testing.T) {
 func TestGoSMTPClient(t *testing.T) {
 	e := newEnv(t, nil)
 	tok := e.token(t, demoissuer.Claims{})
-	cl, err := gosmtp.DialStartTLS(e.stlsAdr, e.tlsConfig())
+	cl, err := gosmtp.DialStartTLS(e.STLSAddr, e.Cert.ClientTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -819,7 +693,7 @@ func TestGoSMTPClient(t *testing.T) {
 		t.Errorf("body %q", m.Body)
 	}
 
-	bad, err := gosmtp.DialTLS(e.implAdr, e.tlsConfig())
+	bad, err := gosmtp.DialTLS(e.ImplAddr, e.Cert.ClientTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -866,7 +740,7 @@ func TestLargeMessage(t *testing.T) {
 	// The ceiling assumes the default GC pacing, whatever GOGC says.
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	e := newEnv(t, nil)
-	cl, err := gosmtp.DialTLS(e.implAdr, e.tlsConfig())
+	cl, err := gosmtp.DialTLS(e.ImplAddr, e.Cert.ClientTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -898,15 +772,15 @@ func TestShutdown(t *testing.T) {
 	c := e.login(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := e.servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := e.Servers[proxy.TLSImplicit].Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want DeadlineExceeded with a session open", err)
 	}
-	c.expect("421 4.3.2 ")
-	c.expectEOF()
-	if _, err := tls.Dial("tcp", e.implAdr, e.tlsConfig()); err == nil {
+	c.Expect("421 4.3.2 ")
+	c.ExpectEOF()
+	if _, err := tls.Dial("tcp", e.ImplAddr, e.Cert.ClientTLS()); err == nil {
 		t.Error("listener still accepting after Shutdown")
 	}
-	if err := e.servers[proxy.TLSImplicit].Serve(nil); !errors.Is(err, ErrServerClosed) {
+	if err := e.Servers[proxy.TLSImplicit].Serve(nil); !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve after Shutdown = %v", err)
 	}
 }
@@ -914,22 +788,22 @@ func TestShutdown(t *testing.T) {
 func TestPreauthTimeout(t *testing.T) {
 	e := newEnv(t, nil, func(s *Server) { s.Config.PreauthTimeout = config.Duration(300 * time.Millisecond) })
 	c := e.dial(t, true)
-	c.expect("421 4.4.2 ")
-	c.expectEOF()
+	c.Expect("421 4.4.2 ")
+	c.ExpectEOF()
 }
 
 // The backend session ends with the client's: after QUIT, and after the idle timeout.
 func TestIdleTimeout(t *testing.T) {
 	e := newEnv(t, nil, func(s *Server) { s.Config.IdleTimeout = config.Duration(300 * time.Millisecond) })
 	c := e.login(t)
-	c.send("QUIT")
-	c.expect("221 ")
-	c.expectEOF()
+	c.Send("QUIT")
+	c.Expect("221 ")
+	c.ExpectEOF()
 	c = e.login(t)
-	c.send("MAIL FROM:<alice@example.com>")
-	c.expect("250 ")
-	c.expect("421 4.4.2 ")
-	c.expectEOF()
+	c.Send("MAIL FROM:<alice@example.com>")
+	c.Expect("250 ")
+	c.Expect("421 4.4.2 ")
+	c.ExpectEOF()
 	e.sink.waitLogouts(t, 2+2) // the two listeners' extension probes, and the two sessions
 }
 
@@ -968,18 +842,18 @@ func TestAuthFailureDelay(t *testing.T) {
 	}, nil)
 	e := newEnv(t, nil, func(s *Server) { s.Login.Limiter = fl })
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
-	c.expect("334 ")
-	c.send("")
-	c.expect("535 5.7.8 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", "not-a-token"))
+	c.Expect("334 ")
+	c.Send("")
+	c.Expect("535 5.7.8 ")
 	if d := fl.Delay(netip.MustParseAddr("127.0.0.1"), "alice"); d != time.Hour {
 		t.Fatalf("delay after one failure = %v, want 1h", d)
 	}
-	c.send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
-	c.expect("454 4.7.0 ")
-	c.expectEOF()
+	c.Send("AUTH XOAUTH2 " + xoauth2("alice", e.token(t, demoissuer.Claims{})))
+	c.Expect("454 4.7.0 ")
+	c.ExpectEOF()
 }
 
 // delayLimiter is an AuthLimiter asking the same delay of every client.
@@ -999,21 +873,21 @@ func TestAuthDelayHoldsAnswer(t *testing.T) {
 	timed := func(c *client, line, want string) time.Duration {
 		t.Helper()
 		start := time.Now()
-		c.send(line)
-		c.expect(want)
+		c.Send(line)
+		c.Expect(want)
 		return time.Since(start)
 	}
 	bad := "AUTH XOAUTH2 " + xoauth2("alice", "not-a-token")
 
 	l.delay.Store(int64(delay))
 	c := e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
 	if d := timed(c, bad, "334 "); d < delay || d >= 5*time.Second {
 		t.Errorf("error challenge came %v after AUTH, want the %v delay (and under 5s)", d, delay)
 	}
-	c.send("")
-	c.expect("535 5.7.8 ")
+	c.Send("")
+	c.Expect("535 5.7.8 ")
 	if d := timed(c, "AUTH XOAUTH2 "+xoauth2("alice", e.token(t, demoissuer.Claims{})), "235 2.0.0 "); d < delay || d >= 5*time.Second {
 		t.Errorf("235 came %v after AUTH, want the %v delay (and under 5s)", d, delay)
 	}
@@ -1021,13 +895,13 @@ func TestAuthDelayHoldsAnswer(t *testing.T) {
 	// The best of three tries, so that a loaded machine does not fail the test.
 	l.delay.Store(0)
 	c = e.dial(t, true)
-	c.send("EHLO client.example")
-	c.expect("250 ")
+	c.Send("EHLO client.example")
+	c.Expect("250 ")
 	var fastest time.Duration
 	for i := range 3 {
 		d := timed(c, bad, "334 ")
-		c.send("")
-		c.expect("535 5.7.8 ")
+		c.Send("")
+		c.Expect("535 5.7.8 ")
 		if i == 0 || d < fastest {
 			fastest = d
 		}

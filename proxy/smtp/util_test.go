@@ -129,8 +129,8 @@ func TestExtensionsRefresh(t *testing.T) {
 	})
 	ehlo := func() []string {
 		c := e.dial(t, true)
-		c.send("EHLO client.example")
-		return c.expect("250 ")
+		c.Send("EHLO client.example")
+		return c.Expect("250 ")
 	}
 	if got := ehlo(); !slices.Contains(got, "250 SIZE 1000") || slices.Contains(got, "250-DSN") {
 		t.Fatalf("EHLO %q, want SIZE 1000 and no DSN", got)
