@@ -42,7 +42,7 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, clien
 	if err != nil {
 		return nil, err
 	}
-	c := &imapClient{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
+	c := &imapClient{loginState: newLoginState("imap", cfg, user, creds, client)}
 	var sess *IMAPSession
 	err = dial(ctx, cfg, "imap", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
 		c.ctx = ctx
@@ -60,13 +60,7 @@ func DialIMAP(ctx context.Context, cfg Config, user string, secret Secret, clien
 
 // imapClient is the state of one DialIMAP call.
 type imapClient struct {
-	cfg     Config
-	user    string // the user logged in as, for messages
-	authzid string // what the login sends: credentials
-	authcid string
-	secret  string
-	client  Client
-	ctx     context.Context
+	loginState
 
 	conn net.Conn
 	br   *bufio.Reader
@@ -84,10 +78,6 @@ type imapClient struct {
 	// completion await reads first.
 	pending string
 	idTag   string
-}
-
-func (c *imapClient) unavailable(stage string, err error) error {
-	return unavailable(c.ctx, c.cfg, "imap", stage, err)
 }
 
 func (c *imapClient) run(raw net.Conn, tlsCfg *tls.Config) (*IMAPSession, error) {

@@ -227,6 +227,29 @@ func (c Config) prepareLogin(protocol, user string, secret Secret) (Config, cred
 	return c, creds, nil
 }
 
+// loginState is what the client of one DialIMAP, DialPOP3 or DialSieve call keeps of it: the
+// backend's configuration, the user and what the login sends for them, the client's address
+// for forwarding, and the dial's context.
+type loginState struct {
+	protocol string
+	cfg      Config
+	user     string // the user logged in as, for messages
+	authzid  string // what the login sends: credentials
+	authcid  string
+	secret   string
+	client   Client
+	ctx      context.Context
+}
+
+func newLoginState(protocol string, cfg Config, user string, creds credentials, client Client) loginState {
+	return loginState{protocol: protocol, cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
+}
+
+// unavailable is the ErrUnavailable error of a failed stage of the dial.
+func (s *loginState) unavailable(stage string, err error) error {
+	return unavailable(s.ctx, s.cfg, s.protocol, stage, err)
+}
+
 func misconfigured(protocol string, err error) error {
 	return &loginError{kind: ErrUnavailable, msg: "backends: " + protocol + " backend misconfigured", cause: err}
 }

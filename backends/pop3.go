@@ -65,7 +65,7 @@ func DialPOP3(ctx context.Context, cfg Config, user string, secret Secret, clien
 		// PASS carries the secret on a command line of its own (RFC 1939 §7).
 		return nil, &loginError{kind: ErrRejected, msg: fmt.Sprintf("backends: not sent to the pop3 backend: secret for %q contains CR or LF, which PASS cannot carry", user)}
 	}
-	c := &pop3Client{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
+	c := &pop3Client{loginState: newLoginState("pop3", cfg, user, creds, client)}
 	var sess *POP3Session
 	err = dial(ctx, cfg, "pop3", func(ctx context.Context, raw net.Conn, tlsCfg *tls.Config) (net.Conn, error) {
 		c.ctx = ctx
@@ -83,13 +83,7 @@ func DialPOP3(ctx context.Context, cfg Config, user string, secret Secret, clien
 
 // pop3Client is the state of one DialPOP3 call.
 type pop3Client struct {
-	cfg     Config
-	user    string // the user logged in as, for messages
-	authzid string // what the login sends: credentials
-	authcid string
-	secret  string
-	client  Client
-	ctx     context.Context
+	loginState
 
 	conn net.Conn
 	br   *bufio.Reader
@@ -127,10 +121,6 @@ func (r *pop3Reply) String() string {
 		s += " " + r.text
 	}
 	return s
-}
-
-func (c *pop3Client) unavailable(stage string, err error) error {
-	return unavailable(c.ctx, c.cfg, "pop3", stage, err)
 }
 
 func (c *pop3Client) run(raw net.Conn, tlsCfg *tls.Config) (*POP3Session, error) {

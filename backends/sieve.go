@@ -72,7 +72,7 @@ func DialSieve(ctx context.Context, cfg Config, user string, secret Secret, clie
 	if err != nil {
 		return nil, err
 	}
-	c := &sieveClient{cfg: cfg, user: user, authzid: creds.authzid, authcid: creds.authcid, secret: creds.password.Reveal(), client: client}
+	c := &sieveClient{loginState: newLoginState("sieve", cfg, user, creds, client)}
 	if err := c.run(ctx, c.login); err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func ProbeSieve(ctx context.Context, cfg Config) ([]SieveCapability, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, misconfigured("sieve", err)
 	}
-	c := &sieveClient{cfg: cfg.withDefaults()}
+	c := &sieveClient{loginState: loginState{protocol: "sieve", cfg: cfg.withDefaults()}}
 	err := c.run(ctx, func() error {
 		// RFC 5804 §2.3: the server answers LOGOUT before it closes; its answer is not needed.
 		if c.write("LOGOUT\r\n") == nil {
@@ -103,13 +103,7 @@ func ProbeSieve(ctx context.Context, cfg Config) ([]SieveCapability, error) {
 
 // sieveClient is the state of one DialSieve or ProbeSieve call.
 type sieveClient struct {
-	cfg     Config
-	user    string // the user logged in as, for messages; "" when probing
-	authzid string // what the login sends: credentials
-	authcid string
-	secret  string
-	client  Client
-	ctx     context.Context
+	loginState // user "" when probing
 
 	conn net.Conn // raw, or TLS over it
 	br   *bufio.Reader
@@ -118,10 +112,6 @@ type sieveClient struct {
 	extra []string
 	// challenge is the decoded error challenge of login "token", for messages.
 	challenge string
-}
-
-func (c *sieveClient) unavailable(stage string, err error) error {
-	return unavailable(c.ctx, c.cfg, "sieve", stage, err)
 }
 
 // run dials, secures the connection, reads the greeting and then runs steps, within
