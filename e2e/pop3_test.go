@@ -125,34 +125,42 @@ tokens:
 // derived secrets and with alice's seeded message in her maildir.
 func (e *env) startPOP3Dovecot(t *testing.T) *dovecot {
 	t.Helper()
+	return e.startDovecotFor(t, "pop3", "pop3-login", "Dovecot's POP3 server (dovecot-pop3d)", dovecotOptions{key: e.hmacKey, pop3: true})
+}
+
+// startDovecotFor runs a Dovecot of the test's own in the run's directory dovecot-name, with
+// opts, once its login process (a binary in Dovecot's libexec_dir, from what) is installed:
+// missing, it fails the test under SASLGATE_E2E=require and skips it otherwise.
+func (e *env) startDovecotFor(t *testing.T, name, login, what string, opts dovecotOptions) *dovecot {
+	t.Helper()
 	out, err := exec.Command("doveconf", "-d", "-h", "libexec_dir").Output()
 	if err == nil {
-		_, err = os.Stat(filepath.Join(strings.TrimSpace(string(out)), "pop3-login"))
+		_, err = os.Stat(filepath.Join(strings.TrimSpace(string(out)), login))
 	}
 	if err != nil {
-		msg := "e2e: Dovecot's POP3 server (dovecot-pop3d) is not installed: " + err.Error()
+		msg := "e2e: " + what + " is not installed: " + err.Error()
 		if os.Getenv(envGate) == "require" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
-	dir := filepath.Join(e.dir, "dovecot-pop3")
+	dir := filepath.Join(e.dir, "dovecot-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := startDovecotWith(ctx, dir, dovecotOptions{key: e.hmacKey, pop3: true})
+	d, err := startDovecotWith(ctx, dir, opts)
 	if d != nil && d.proc != nil {
 		t.Cleanup(func() {
 			d.proc.stop()
 			if t.Failed() {
-				t.Logf("----- dovecot-pop3/dovecot.log (tail) -----\n%s", tail(d.log, 8<<10))
+				t.Logf("----- dovecot-%s/dovecot.log (tail) -----\n%s", name, tail(d.log, 8<<10))
 			}
 		})
 	}
 	if err != nil {
-		t.Fatalf("dovecot with pop3: %v", err)
+		t.Fatalf("dovecot with %s: %v", name, err)
 	}
 	return d
 }

@@ -44,36 +44,7 @@ plugin {
 // run's derived secrets.
 func (e *env) startSieveDovecot(t *testing.T) *dovecot {
 	t.Helper()
-	out, err := exec.Command("doveconf", "-d", "-h", "libexec_dir").Output()
-	if err == nil {
-		_, err = os.Stat(filepath.Join(strings.TrimSpace(string(out)), "managesieve-login"))
-	}
-	if err != nil {
-		msg := "e2e: Dovecot's ManageSieve server (dovecot-managesieved, dovecot-sieve) is not installed: " + err.Error()
-		if os.Getenv(envGate) == "require" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	dir := filepath.Join(e.dir, "dovecot-sieve")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := startDovecotWith(ctx, dir, dovecotOptions{key: e.hmacKey, sieve: true})
-	if d != nil && d.proc != nil {
-		t.Cleanup(func() {
-			d.proc.stop()
-			if t.Failed() {
-				t.Logf("----- dovecot-sieve/dovecot.log (tail) -----\n%s", tail(d.log, 8<<10))
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("dovecot with sieve: %v", err)
-	}
-	return d
+	return e.startDovecotFor(t, "sieve", "managesieve-login", "Dovecot's ManageSieve server (dovecot-managesieved, dovecot-sieve)", dovecotOptions{key: e.hmacKey, sieve: true})
 }
 
 // sieveGate is a `saslgate serve` with one ManageSieve listener.
