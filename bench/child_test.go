@@ -22,9 +22,10 @@ type childGateway struct {
 
 // startChild starts the child running test, with env added to this process's environment
 // and args after -test.run; it is stopped when b ends.
-func startChild(b *testing.B, test string, env []string, args ...string) *childGateway {
+func startChild(b testing.TB, test string, env []string, args ...string) *childGateway {
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run", "^" + test + "$"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	// Under -race the child would sleep a second at exit (GORACE's atexit_sleep_ms).
+	cmd.Env = append(os.Environ(), append(env, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")...)
 	cmd.Stderr = os.Stderr
 	ctl, err := cmd.StdinPipe()
 	if err != nil {
@@ -52,7 +53,7 @@ func startChild(b *testing.B, test string, env []string, args ...string) *childG
 }
 
 // ask sends the child one request line and returns its answer.
-func (p *childGateway) ask(b *testing.B, req string) string {
+func (p *childGateway) ask(b testing.TB, req string) string {
 	if _, err := io.WriteString(p.ctl, req+"\n"); err != nil {
 		b.Fatal(err)
 	}

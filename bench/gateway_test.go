@@ -57,6 +57,21 @@ type gateway struct {
 	pipelineID bool
 	// resume: every login must resume a TLS session (clientTLS has a ClientSessionCache).
 	resume bool
+	// deadline, if set, bounds each connection's whole life: a test fails on a gateway
+	// that stops answering instead of hanging.
+	deadline time.Duration
+}
+
+// dial connects to the gateway, within g.deadline if set.
+func (g *gateway) dial(tb testing.TB) net.Conn {
+	raw, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if g.deadline > 0 {
+		raw.SetDeadline(time.Now().Add(g.deadline))
+	}
+	return raw
 }
 
 // newGateway serves imap.Server on loopback; validator nil means acceptAll.
@@ -163,21 +178,17 @@ func serveScriptedBackend(ln net.Listener) {
 }
 
 type benchClient struct {
-	c  *tls.Conn
+	c  net.Conn // a *tls.Conn but in BenchmarkGatewayProcess's plain rows
 	br *bufio.Reader
 }
 
 func (g *gateway) login(tb testing.TB) *benchClient {
-	raw, err := net.Dial("tcp", g.addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := &benchClient{c: tls.Client(raw, g.clientTLS)}
+	c := &benchClient{c: tls.Client(g.dial(tb), g.clientTLS)}
 	c.br = bufio.NewReader(c.c)
 	if _, err := c.br.ReadString('\n'); err != nil {
 		tb.Fatal(err)
 	}
-	if g.resume && !c.c.ConnectionState().DidResume {
+	if g.resume && !c.c.(*tls.Conn).ConnectionState().DidResume {
 		tb.Fatal("TLS session not resumed")
 	}
 	ir := base64.StdEncoding.EncodeToString([]byte("n,a=" + benchUser + ",\x01auth=Bearer " + g.token + "\x01\x01"))

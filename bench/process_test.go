@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/backends"
+	"github.com/saslgate/saslgate/bench/internal/floor"
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/proxy/imap"
 	"github.com/saslgate/saslgate/proxy/relay"
@@ -31,7 +32,9 @@ import (
 //     "imap-coalesce" row of bench/README.md's second step, before the front ends did);
 //   - relay: proxy/relay alone behind a TLS handshake, the client's FETCH relayed as it
 //     comes (no login);
-//   - relay-coalesce: relay over relay.Coalesce, as a front end wraps its client socket.
+//   - relay-coalesce: relay over relay.Coalesce, as a front end wraps its client socket;
+//   - floor, plain, handshake: the least a Go program does for the same exchange
+//     (bench/internal/floor): with TLS, without, and the TLS handshake and greeting alone.
 //
 // CPU time is what other processes on the machine disturb least; it still includes the
 // Go runtime's own (GC, the scheduler's spinning).
@@ -43,10 +46,10 @@ func BenchmarkGatewayProcess(b *testing.B) {
 	b.Cleanup(func() { bln.Close() })
 	go serveScriptedBackend(bln)
 	const size = 1 << 20
-	for _, mode := range []string{"imap", "relay", "relay-coalesce"} {
+	for _, mode := range processFetchModes {
 		b.Run("fetch/"+mode, func(b *testing.B) {
 			gw := startGatewayProcess(b, mode, bln.Addr().String())
-			c := gw.connect(b, strings.HasPrefix(mode, "imap"))
+			c := gw.connect(b, mode)
 			defer c.c.Close()
 			b.SetBytes(size)
 			cpu := gw.cpu(b)
@@ -56,22 +59,63 @@ func BenchmarkGatewayProcess(b *testing.B) {
 			b.ReportMetric((gw.cpu(b)-cpu).Seconds()/(float64(b.N)*size/1e9), "proxy-cpu-s/GB")
 		})
 	}
-	b.Run("login/imap", func(b *testing.B) {
-		gw := startGatewayProcess(b, "imap", bln.Addr().String())
-		cpu := gw.cpu(b)
-		for b.Loop() {
-			c := gw.connect(b, true)
-			c.cmd(b, "LOGOUT")
-			c.c.Close()
-		}
-		b.ReportMetric(float64((gw.cpu(b)-cpu).Microseconds())/1e3/float64(b.N), "proxy-cpu-ms/login")
-	})
+	for _, mode := range processLoginModes {
+		b.Run("login/"+mode, func(b *testing.B) {
+			gw := startGatewayProcess(b, mode, bln.Addr().String())
+			cpu := gw.cpu(b)
+			for b.Loop() {
+				gw.session(b, mode)
+			}
+			b.ReportMetric(float64((gw.cpu(b)-cpu).Microseconds())/1e3/float64(b.N), "proxy-cpu-ms/login")
+		})
+	}
+}
+
+// The gateways of BenchmarkGatewayProcess's fetch and login rows.
+var (
+	processFetchModes = []string{"imap", "relay", "relay-coalesce", "floor", "plain"}
+	processLoginModes = []string{"imap", "floor", "plain", "handshake"}
+)
+
+// TestGatewayProcess makes each of BenchmarkGatewayProcess's exchanges once, with every
+// gateway it measures, so that a gateway that stops relaying them (the floor's included)
+// fails `go test` rather than only the benchmark.
+func TestGatewayProcess(t *testing.T) {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bln.Close() })
+	go serveScriptedBackend(bln)
+	for _, mode := range processFetchModes {
+		t.Run("fetch/"+mode, func(t *testing.T) {
+			gw := startGatewayProcess(t, mode, bln.Addr().String())
+			gw.g.deadline = 10 * time.Second
+			c := gw.connect(t, mode)
+			defer c.c.Close()
+			for _, size := range []int{1, 1 << 20} {
+				c.cmd(t, "FETCH "+strconv.Itoa(size))
+			}
+			if gw.cpu(t) <= 0 {
+				t.Error("the gateway reported no CPU time")
+			}
+		})
+	}
+	for _, mode := range processLoginModes {
+		t.Run("login/"+mode, func(t *testing.T) {
+			gw := startGatewayProcess(t, mode, bln.Addr().String())
+			gw.g.deadline = 10 * time.Second
+			for range 2 {
+				gw.session(t, mode)
+			}
+		})
+	}
 }
 
 var childProfile = flag.String("childprofile", "", "BenchmarkGatewayProcess writes the gateway process's CPU profile to `prefix`-<benchmark>.pprof")
 
 // startGatewayProcess starts TestGatewayProcessChild as mode in front of backend.
-func startGatewayProcess(b *testing.B, mode, backend string) *gatewayProcess {
+func startGatewayProcess(b testing.TB, mode, backend string) *gatewayProcess {
 	var args []string
 	if *childProfile != "" {
 		args = append(args, "-test.cpuprofile", *childProfile+"-"+strings.ReplaceAll(b.Name(), "/", "_")+".pprof")
@@ -83,7 +127,7 @@ func startGatewayProcess(b *testing.B, mode, backend string) *gatewayProcess {
 type gatewayProcess struct{ *childGateway }
 
 // cpu asks the gateway process for its CPU time so far.
-func (p *gatewayProcess) cpu(b *testing.B) time.Duration {
+func (p *gatewayProcess) cpu(b testing.TB) time.Duration {
 	ns, err := strconv.ParseInt(p.ask(b, "cpu"), 10, 64)
 	if err != nil {
 		b.Fatal(err)
@@ -91,22 +135,42 @@ func (p *gatewayProcess) cpu(b *testing.B) time.Duration {
 	return time.Duration(ns)
 }
 
-// connect opens a client connection; login: through AUTHENTICATE (imap), else after the
-// TLS handshake alone (the relay modes, which send no greeting).
-func (p *gatewayProcess) connect(b *testing.B, login bool) *benchClient {
-	if login {
+// connect opens a client connection to a gateway in mode: through AUTHENTICATE where the
+// gateway logs in (imap, floor, plain), after the greeting (handshake), after the TLS
+// handshake alone (the relay modes, which send no greeting).
+func (p *gatewayProcess) connect(b testing.TB, mode string) *benchClient {
+	if mode == "imap" || mode == "floor" {
 		return p.g.login(b)
 	}
-	raw, err := net.Dial("tcp", p.g.addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := &benchClient{c: tls.Client(raw, p.g.clientTLS)}
-	if err := c.c.Handshake(); err != nil {
-		b.Fatal(err)
+	raw := p.g.dial(b)
+	c := &benchClient{c: raw}
+	if mode != "plain" {
+		tc := tls.Client(raw, p.g.clientTLS)
+		if err := tc.Handshake(); err != nil {
+			b.Fatal(err)
+		}
+		c.c = tc
 	}
 	c.br = bufio.NewReader(c.c)
+	if mode == "plain" || mode == "handshake" {
+		if _, err := c.br.ReadString('\n'); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if mode == "plain" {
+		c.cmd(b, "AUTHENTICATE OAUTHBEARER "+benchIR)
+	}
 	return c
+}
+
+// session is one login row's session: connect, log in, LOGOUT, close; in mode "handshake"
+// connect and close.
+func (p *gatewayProcess) session(tb testing.TB, mode string) {
+	c := p.connect(tb, mode)
+	if mode != "handshake" {
+		c.cmd(tb, "LOGOUT")
+	}
+	c.c.Close()
 }
 
 // TestGatewayProcessChild is BenchmarkGatewayProcess's gateway; it does nothing unless
@@ -170,6 +234,12 @@ func TestGatewayProcessChild(t *testing.T) {
 				}()
 			}
 		}()
+	case "floor":
+		go floor.Serve(ln, tlsConfig, dialBackend(backend))
+	case "plain":
+		go floor.Serve(ln, nil, dialBackend(backend))
+	case "handshake":
+		go serveHandshake(ln, tlsConfig)
 	default:
 		t.Fatalf("unknown mode %q", mode)
 	}

@@ -76,6 +76,7 @@ type world struct {
 	nginx       *nginx
 	gate        *gate // cached validation
 	gateNoCache *gate // tokens.cache.disabled
+	floor       *gate // `imapbench floor`: the least a Go gateway does (issue #20)
 	procs       []func()
 	cleanup     []func()
 }
@@ -85,9 +86,10 @@ func (c benchConfig) phase(name string) bool { return c.phases[name] }
 func (w *world) allUsers() []*mailUser { return append([]*mailUser{w.bulk}, w.users...) }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "twin" {
-		if err := twinMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "imapbench twin:", err)
+	if len(os.Args) > 1 && (os.Args[1] == "twin" || os.Args[1] == "floor") {
+		sub := map[string]func([]string) error{"twin": twinMain, "floor": floorMain}[os.Args[1]]
+		if err := sub(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "imapbench %s: %v\n", os.Args[1], err)
 			os.Exit(1)
 		}
 		return
@@ -228,7 +230,11 @@ func (w *world) start(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	w.floor, err = w.startFloor(ctx)
+	if w.floor != nil {
+		w.procs = append(w.procs, func() { w.floor.proc.stop() })
+	}
+	return err
 }
 
 func (w *world) stop() {
@@ -242,7 +248,7 @@ func (w *world) stop() {
 		return
 	}
 	// Keep the configs and the logs' tails next to the results.
-	for _, name := range []string{"saslgate.log", "saslgate-nocache.log", "twin.log", "twin-nocache.log", "twin-idle.log",
+	for _, name := range []string{"saslgate.log", "saslgate-nocache.log", "twin.log", "twin-nocache.log", "twin-idle.log", "floor.log",
 		"dovecot.log", "nginx-error.log", "nginx.out", "dovecot.conf", "nginx.conf", "saslgate.yaml"} {
 		if _, err := os.Stat(filepath.Join(w.dir, name)); err == nil {
 			_ = os.MkdirAll(filepath.Join(w.cfg.out, "logs"), 0o755)
