@@ -84,12 +84,7 @@ func newGateway(tb testing.TB, validator proxy.Validator) *gateway {
 // the routing alone.
 // opts adjust the Login before it serves (BenchmarkGatewayLoginShared's store).
 func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends.Router, opts ...func(*proxy.Login)) *gateway {
-	bln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { bln.Close() })
-	go serveScriptedBackend(bln)
+	backend := startScriptedBackend(tb)
 
 	cert, _, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
@@ -103,7 +98,7 @@ func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends
 		validator = acceptAll{}
 	}
 	if router == nil {
-		router = backends.Single("imap", backends.Config{Address: bln.Addr().String(), TLS: "none"})
+		router = backends.Single("imap", backends.Config{Address: backend, TLS: "none"})
 	}
 	login := &proxy.Login{Validator: validator, Secrets: fixedSecret{}, Router: router}
 	for _, o := range opts {
@@ -115,7 +110,7 @@ func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends
 		Login:     login,
 		Dial: func(ctx context.Context, _ string, _ backends.Secret) (*backends.IMAPSession, error) {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", bln.Addr().String())
+			c, err := d.DialContext(ctx, "tcp", backend)
 			if err != nil {
 				return nil, err
 			}
@@ -129,6 +124,18 @@ func newRoutedGateway(tb testing.TB, validator proxy.Validator, router *backends
 		clientTLS: &tls.Config{InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}},
 		token:     "opaque-bench-token",
 	}
+}
+
+// startScriptedBackend serves serveScriptedBackend on loopback until tb ends and returns
+// its address.
+func startScriptedBackend(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go serveScriptedBackend(ln)
+	return ln.Addr().String()
 }
 
 // serveScriptedBackend answers what the benchmarks send after login:

@@ -39,16 +39,11 @@ import (
 // CPU time is what other processes on the machine disturb least; it still includes the
 // Go runtime's own (GC, the scheduler's spinning).
 func BenchmarkGatewayProcess(b *testing.B) {
-	bln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { bln.Close() })
-	go serveScriptedBackend(bln)
+	backend := startScriptedBackend(b)
 	const size = 1 << 20
 	for _, mode := range processFetchModes {
 		b.Run("fetch/"+mode, func(b *testing.B) {
-			gw := startGatewayProcess(b, mode, bln.Addr().String())
+			gw := startGatewayProcess(b, mode, backend)
 			c := gw.connect(b, mode)
 			defer c.c.Close()
 			b.SetBytes(size)
@@ -61,7 +56,7 @@ func BenchmarkGatewayProcess(b *testing.B) {
 	}
 	for _, mode := range processLoginModes {
 		b.Run("login/"+mode, func(b *testing.B) {
-			gw := startGatewayProcess(b, mode, bln.Addr().String())
+			gw := startGatewayProcess(b, mode, backend)
 			cpu := gw.cpu(b)
 			for b.Loop() {
 				gw.session(b, mode)
@@ -81,15 +76,10 @@ var (
 // gateway it measures, so that a gateway that stops relaying them (the floor's included)
 // fails `go test` rather than only the benchmark.
 func TestGatewayProcess(t *testing.T) {
-	bln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bln.Close() })
-	go serveScriptedBackend(bln)
+	backend := startScriptedBackend(t)
 	for _, mode := range processFetchModes {
 		t.Run("fetch/"+mode, func(t *testing.T) {
-			gw := startGatewayProcess(t, mode, bln.Addr().String())
+			gw := startGatewayProcess(t, mode, backend)
 			gw.g.deadline = 10 * time.Second
 			c := gw.connect(t, mode)
 			defer c.c.Close()
@@ -103,7 +93,7 @@ func TestGatewayProcess(t *testing.T) {
 	}
 	for _, mode := range processLoginModes {
 		t.Run("login/"+mode, func(t *testing.T) {
-			gw := startGatewayProcess(t, mode, bln.Addr().String())
+			gw := startGatewayProcess(t, mode, backend)
 			gw.g.deadline = 10 * time.Second
 			for range 2 {
 				gw.session(t, mode)
