@@ -666,3 +666,26 @@ func TestResponseBoundary(t *testing.T) {
 		}
 	}
 }
+
+// FuzzResponseBoundary: how the backend's bytes are chunked never changes where responses
+// end, whether a literal is open, or whether the backend's loss is told.
+func FuzzResponseBoundary(f *testing.F) {
+	f.Add([]byte("\"a\" ACTIVE\r\n{5}\r\nhello\r\nOK\r\n"), 3)
+	f.Add([]byte("{3}\nab\nOK \"done\"\r\n"), 1)
+	f.Add([]byte("BYE \"Disconnected for inactivity.\"\r\nOK\r\n"), 2)
+	f.Add([]byte("OKAY\r\nNO (NONEXISTENT) \"x\"\r\n"), 5)
+	f.Fuzz(func(t *testing.T, in []byte, step int) {
+		var whole, chunked responseBoundary
+		whole.Feed(in)
+		step = max(1, step%64+1)
+		for i := 0; i < len(in); i += step {
+			chunked.Feed(in[i:min(i+step, len(in))])
+		}
+		if whole.Between() != chunked.Between() || whole.literal != chunked.literal || whole.bye != chunked.bye ||
+			whole.okAt.IsZero() != chunked.okAt.IsZero() {
+			t.Fatalf("whole: between %v literal %d bye %v ok %v; in chunks of %d: between %v literal %d bye %v ok %v",
+				whole.Between(), whole.literal, whole.bye, !whole.okAt.IsZero(), step,
+				chunked.Between(), chunked.literal, chunked.bye, !chunked.okAt.IsZero())
+		}
+	})
+}
