@@ -436,12 +436,13 @@ func TestMaxConcurrentRequests(t *testing.T) {
 	var mu sync.Mutex
 	inFlight, peak := 0, 0
 	full, release := make(chan struct{}), make(chan struct{})
+	var fullOnce sync.Once // after the release, later requests reach two in flight again
 	idp.setHandle(func(w http.ResponseWriter, r *http.Request) bool {
 		mu.Lock()
 		inFlight++
 		peak = max(peak, inFlight)
 		if inFlight == 2 {
-			close(full)
+			fullOnce.Do(func() { close(full) })
 		}
 		mu.Unlock()
 		<-release
