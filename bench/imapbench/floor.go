@@ -23,8 +23,8 @@ import (
 // saslgate's exchange (issue #20), in front of Dovecot's plaintext port. Its login takes
 // the user from the client's OAUTHBEARER initial response without validating the token,
 // and logs in to Dovecot as saslgate does: AUTHENTICATE PLAIN with SASL-IR and the
-// HMAC-derived secret. So its CPU is what any Go gateway spends on the same bytes, TLS
-// and system calls; saslgate's above it is its own.
+// HMAC-derived secret. So its CPU is that of crypto/tls, the Go runtime and the kernel for
+// the same bytes; what saslgate spends above it is its own code's.
 func floorMain(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve")

@@ -86,9 +86,9 @@ func (c benchConfig) phase(name string) bool { return c.phases[name] }
 func (w *world) allUsers() []*mailUser { return append([]*mailUser{w.bulk}, w.users...) }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "twin" || os.Args[1] == "floor") {
-		sub := map[string]func([]string) error{"twin": twinMain, "floor": floorMain}[os.Args[1]]
-		if err := sub(os.Args[2:]); err != nil {
+	subcommands := map[string]func(args []string) error{"twin": twinMain, "floor": floorMain}
+	if len(os.Args) > 1 && subcommands[os.Args[1]] != nil {
+		if err := subcommands[os.Args[1]](os.Args[2:]); err != nil {
 			fmt.Fprintf(os.Stderr, "imapbench %s: %v\n", os.Args[1], err)
 			os.Exit(1)
 		}
