@@ -72,10 +72,10 @@ func (s *Server) newConn(nc net.Conn, id string, obs proxy.Observer) proxy.Sessi
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done,
 // then closes those left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Sessions.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Shutdown(ctx) }
 
 // Close stops accepting and closes every session at once.
-func (s *Server) Close() error { return s.fe.Sessions.Close() }
+func (s *Server) Close() error { return s.fe.Close() }
 
 // conn is one client connection: the AUTHORIZATION state of RFC 1939 §4.
 type conn struct {

@@ -64,7 +64,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.fe.Serve(ln, frontend.Listen{
 		Protocol: Protocol.Name, Listener: s.Listener, TLSConfig: s.TLSConfig, Limits: s.Limits,
 		Refusal: `BYE (TRYLATER) "%s"` + "\r\n", Logger: s.Logger, Observer: s.Observer,
-		Start: func() { go s.refresh(s.probe()) },
+		Probe: s.probe,
 	}, s.newConn)
 }
 
@@ -75,17 +75,20 @@ func (s *Server) newConn(nc net.Conn, id string, obs proxy.Observer) proxy.Sessi
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
 // those left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Sessions.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Shutdown(ctx) }
 
 // Close stops accepting and closes every session at once.
-func (s *Server) Close() error { return s.fe.Sessions.Close() }
+func (s *Server) Close() error { return s.fe.Close() }
 
 // probe learns the backend's capabilities and returns when to probe next.
-func (s *Server) probe() time.Duration {
+func (s *Server) probe(ctx context.Context) time.Duration {
 	cfg, err := s.Login.Router.Any(Protocol.Name)
 	var caps []backends.SieveCapability
 	if err == nil {
-		caps, err = backends.ProbeSieve(context.Background(), cfg)
+		caps, err = backends.ProbeSieve(ctx, cfg)
+	}
+	if ctx.Err() != nil {
+		return 0 // the server is closing
 	}
 	if err != nil {
 		s.logger().Warn("backend capability probe failed; announcing only what saslgate itself offers",
@@ -101,19 +104,6 @@ func (s *Server) probe() time.Duration {
 		s.logger().Info("backend capabilities", "listener", s.Listener.Name, "capabilities", strings.Join(names, " "))
 	}
 	return s.Config.CapabilitiesRefresh.Or(DefaultCapabilitiesRefresh)
-}
-
-func (s *Server) refresh(next time.Duration) {
-	t := time.NewTimer(next)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.fe.Sessions.Done():
-			return
-		case <-t.C:
-			t.Reset(s.probe())
-		}
-	}
 }
 
 // capabilities is the capability response of a connection (RFC 5804 §1.7), its final OK

@@ -75,10 +75,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.fe.Serve(ln, frontend.Listen{
 		Protocol: Protocol.Name, Listener: s.Listener, TLSConfig: s.TLSConfig, Limits: s.Limits,
 		Refusal: "421 4.7.0 %s\r\n", Logger: s.Logger, Observer: s.Observer,
-		Start: func() {
-			s.domain = s.Config.hostname(s.Listener.PublicHost)
-			go s.refresh(s.probe())
-		},
+		Start: func() { s.domain = s.Config.hostname(s.Listener.PublicHost) },
+		Probe: s.probe,
 	}, s.newConn)
 }
 
@@ -98,17 +96,20 @@ func (s *Server) newConn(nc net.Conn, id string, obs proxy.Observer) proxy.Sessi
 
 // Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
 // those left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Sessions.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.fe.Shutdown(ctx) }
 
 // Close stops accepting and closes every session at once.
-func (s *Server) Close() error { return s.fe.Sessions.Close() }
+func (s *Server) Close() error { return s.fe.Close() }
 
 // probe learns the backend's extensions and returns when to probe next.
-func (s *Server) probe() time.Duration {
+func (s *Server) probe(ctx context.Context) time.Duration {
 	cfg, err := s.Login.Router.Any(Protocol.Name)
 	var ext backends.Extensions
 	if err == nil {
-		ext, err = backends.ProbeSMTP(context.Background(), cfg)
+		ext, err = backends.ProbeSMTP(ctx, cfg)
+	}
+	if ctx.Err() != nil {
+		return 0 // the server is closing
 	}
 	if err == nil && cfg.TLS == "none" {
 		// RFC 8689 §4.1: REQUIRETLS only when the next hop is TLS as well.
@@ -123,19 +124,6 @@ func (s *Server) probe() time.Duration {
 		s.logger().Info("backend extensions", "listener", s.Listener.Name, "extensions", ext)
 	}
 	return s.Config.ExtensionsRefresh.Or(DefaultExtensionsRefresh)
-}
-
-func (s *Server) refresh(next time.Duration) {
-	t := time.NewTimer(next)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.fe.Sessions.Done():
-			return
-		case <-t.C:
-			t.Reset(s.probe())
-		}
-	}
 }
 
 func (s *Server) extensions() backends.Extensions {

@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/saslgate/saslgate/proxy"
 	"github.com/saslgate/saslgate/tls/binding"
@@ -27,6 +29,7 @@ type Server struct {
 	connTLS   *tls.Config // tlsConfig for every connection's handshake (binding.ListenerConfig)
 	tlsErr    error
 	start     sync.Once
+	probing   sync.WaitGroup // Listen.Probe's goroutines
 }
 
 // Listen is what Serve needs of a front end's Server.
@@ -40,9 +43,13 @@ type Listen struct {
 	Refusal  string
 	Logger   *slog.Logger // nil discards
 	Observer proxy.Observer
-	// Start, if set, runs once, before the first accept: the backend's capabilities are
-	// learned there.
+	// Start, if set, runs once, before the first accept.
 	Start func()
+	// Probe, if set, learns what the backend offers and returns when to learn it again: once
+	// before the first accept, then in the background until Shutdown or Close begins. Its
+	// ctx ends then, so that a probe in progress stops; Shutdown and Close return after it
+	// has.
+	Probe func(ctx context.Context) (next time.Duration)
 }
 
 // NewSession makes the session of an accepted connection: id names it in logs, obs is the
@@ -75,9 +82,14 @@ func (s *Server) Serve(ln net.Listener, l Listen, newSession NewSession) error {
 	if s.Sessions.Closing() {
 		return proxy.ErrServerClosed
 	}
-	if l.Start != nil {
-		s.start.Do(l.Start)
-	}
+	s.start.Do(func() {
+		if l.Start != nil {
+			l.Start()
+		}
+		if l.Probe != nil {
+			s.startProbes(l.Probe)
+		}
+	})
 	obs := cmp.Or(l.Observer, proxy.Observer(proxy.NopObserver{}))
 	accept := proxy.Accept{
 		Listener: l.Listener, Limits: l.Limits, Refusal: l.Refusal, TLSConfig: s.tlsConfig,
@@ -90,6 +102,56 @@ func (s *Server) Serve(ln net.Listener, l Listen, newSession NewSession) error {
 		return fmt.Errorf("%s: accept: %w", l.Protocol, err)
 	}
 	return err
+}
+
+// startProbes runs probe now, then again after each interval it returns until the sessions
+// close, which ends its context.
+func (s *Server) startProbes(probe func(ctx context.Context) time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.probing.Add(2)
+	go func() {
+		defer s.probing.Done()
+		<-s.Sessions.Done()
+		cancel()
+	}()
+	next := probe(ctx)
+	go func() {
+		defer s.probing.Done()
+		t := time.NewTimer(next)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				t.Reset(probe(ctx))
+			}
+		}
+	}()
+}
+
+// Shutdown stops accepting, waits for open sessions to end until ctx is done, then closes
+// those left; it returns once the backend probes have stopped too.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.Sessions.Shutdown(ctx)
+	s.waitProbes()
+	return err
+}
+
+// Close stops accepting and closes every session at once; it returns once the backend
+// probes have stopped too.
+func (s *Server) Close() error {
+	err := s.Sessions.Close()
+	s.waitProbes()
+	return err
+}
+
+// waitProbes waits for Listen.Probe's goroutines, once the sessions have begun to close. A
+// Serve starting meanwhile has either started them (start.Do returns after it has) or will
+// not: Serve checks Closing first.
+func (s *Server) waitProbes() {
+	s.start.Do(func() {})
+	s.probing.Wait()
 }
 
 // discard is the logger of a Server without one.
