@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/saslgate/saslgate/backends"
 	"github.com/saslgate/saslgate/internal/demoissuer"
@@ -71,9 +73,9 @@ func FuzzResponseBoundary(f *testing.F) {
 		for i := 0; i < len(in); i += step {
 			chunked.Feed(in[i:min(i+step, len(in))])
 		}
-		if whole.Between() != chunked.Between() || whole.literal != chunked.literal || whole.bye != chunked.bye {
+		if whole.Between() != chunked.Between() || whole.lines.Literal() != chunked.lines.Literal() || whole.bye != chunked.bye {
 			t.Fatalf("whole: between %v literal %d bye %v; in chunks of %d: between %v literal %d bye %v",
-				whole.Between(), whole.literal, whole.bye, step, chunked.Between(), chunked.literal, chunked.bye)
+				whole.Between(), whole.lines.Literal(), whole.bye, step, chunked.Between(), chunked.lines.Literal(), chunked.bye)
 		}
 	})
 }
@@ -264,5 +266,41 @@ func TestShutdownByeAfterLiteral(t *testing.T) {
 	c.ExpectEOF()
 	if err := <-shut; !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown = %v, want Canceled", err)
+	}
+}
+
+// BenchmarkResponseBoundary: the framer over what a spliced session relays most, in the
+// relay's 64 KiB reads: a FETCH of flags for a large mailbox (short lines, every byte
+// looked at) and a FETCH of a message body (a literal, skipped).
+func BenchmarkResponseBoundary(b *testing.B) {
+	var flags strings.Builder
+	for i := 1; flags.Len() < 1<<20; i++ {
+		fmt.Fprintf(&flags, "* %d FETCH (UID %d FLAGS (\\Seen \\Answered))\r\n", i, 1000+i)
+	}
+	flags.WriteString("A1 OK FETCH completed\r\n")
+	body := "* 1 FETCH (BODY[] {1048576}\r\n" + strings.Repeat("x", 1<<20) + ")\r\nA2 OK FETCH completed\r\n"
+	for _, tc := range []struct{ name, in string }{{"lines", flags.String()}, {"literal", body}} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := []byte(tc.in)
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				var r responseBoundary
+				for p := in; len(p) > 0; {
+					k := min(len(p), 64<<10)
+					r.Feed(p[:k])
+					p = p[k:]
+				}
+				if !r.Between() {
+					b.Fatal("the stream did not end between responses")
+				}
+			}
+		})
+	}
+}
+
+// Every spliced session holds a responseBoundary: it stays in the 48-byte size class.
+func TestResponseBoundarySize(t *testing.T) {
+	if n := unsafe.Sizeof(responseBoundary{}); n > 48 {
+		t.Errorf("responseBoundary is %d bytes, want at most 48", n)
 	}
 }

@@ -681,11 +681,11 @@ func FuzzResponseBoundary(f *testing.F) {
 		for i := 0; i < len(in); i += step {
 			chunked.Feed(in[i:min(i+step, len(in))])
 		}
-		if whole.Between() != chunked.Between() || whole.literal != chunked.literal || whole.bye != chunked.bye ||
+		if whole.Between() != chunked.Between() || whole.lines.Literal() != chunked.lines.Literal() || whole.bye != chunked.bye ||
 			whole.okAt.IsZero() != chunked.okAt.IsZero() {
 			t.Fatalf("whole: between %v literal %d bye %v ok %v; in chunks of %d: between %v literal %d bye %v ok %v",
-				whole.Between(), whole.literal, whole.bye, !whole.okAt.IsZero(), step,
-				chunked.Between(), chunked.literal, chunked.bye, !chunked.okAt.IsZero())
+				whole.Between(), whole.lines.Literal(), whole.bye, !whole.okAt.IsZero(), step,
+				chunked.Between(), chunked.lines.Literal(), chunked.bye, !chunked.okAt.IsZero())
 		}
 	})
 }
