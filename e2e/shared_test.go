@@ -46,12 +46,28 @@ type redisServer struct {
 	t         *testing.T
 	bin, addr string
 	dir, log  string
+	args      []string // added to the command line (a replica's --replicaof)
 	proc      *proc
 }
 
 func startRedis(t *testing.T, dir string) *redisServer {
 	t.Helper()
-	r := &redisServer{t: t, bin: needRedis(t), dir: dir, log: filepath.Join(dir, "redis.log")}
+	return startRedisAs(t, dir, "redis")
+}
+
+// startRedisReplica starts a redis-server replicating primary, and waits for its first sync.
+func startRedisReplica(t *testing.T, dir string, primary *redisServer) *redisServer {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(primary.addr)
+	r := startRedisAs(t, dir, "redis-replica", "--replicaof", host, port)
+	waitLog(t, r.log, "MASTER <-> REPLICA sync: Finished with success")
+	return r
+}
+
+// startRedisAs starts a redis-server logging to dir/name.log, with args added.
+func startRedisAs(t *testing.T, dir, name string, args ...string) *redisServer {
+	t.Helper()
+	r := &redisServer{t: t, bin: needRedis(t), dir: dir, log: filepath.Join(dir, name+".log"), args: args}
 	addr, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -67,8 +83,8 @@ func (r *redisServer) start() {
 	_, port, _ := net.SplitHostPort(r.addr)
 	p, err := startProc("redis-server", r.log, nil, func(line string) bool {
 		return strings.Contains(line, "Ready to accept connections")
-	}, 15*time.Second, r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--protected-mode", "no")
+	}, 15*time.Second, append([]string{r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "no"}, r.args...)...)
 	if err != nil {
 		r.t.Fatalf("redis-server: %v\n%s", err, tail(r.log, 4<<10))
 	}
@@ -332,6 +348,45 @@ func grepLines(s, substr string) string {
 	return strings.Join(out, "")
 }
 
+// startSentinel starts redis-server --sentinel monitoring primary as "e2e" (quorum 1), with
+// the sentinel settings given ("down-after-milliseconds 500"), and returns its address and log.
+func startSentinel(t *testing.T, dir string, primary *redisServer, settings ...string) (addr, log string) {
+	t.Helper()
+	addr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	_, primaryPort, _ := net.SplitHostPort(primary.addr)
+	conf := fmt.Sprintf("port %s\nbind 127.0.0.1\nprotected-mode no\ndir %s\nsentinel monitor e2e 127.0.0.1 %s 1\n", port, dir, primaryPort)
+	for _, s := range settings {
+		conf += "sentinel " + strings.Replace(s, " ", " e2e ", 1) + "\n"
+	}
+	path := filepath.Join(dir, "sentinel.conf") // sentinel rewrites it: a file of its own
+	writeFile0600(t, path, conf)
+	log = filepath.Join(dir, "sentinel.log")
+	p, err := startProc("redis-sentinel", log, nil, func(line string) bool {
+		return strings.Contains(line, "+monitor master e2e")
+	}, 15*time.Second, primary.bin, path, "--sentinel")
+	if err != nil {
+		t.Fatalf("redis-server --sentinel: %v\n%s", err, tail(log, 4<<10))
+	}
+	t.Cleanup(p.stop)
+	return addr, log
+}
+
+// sentinelGate starts a saslgate replica named name whose shared store is found through the
+// sentinel at addr, with an introspection issuer (so a validation it caches is a key in the
+// store).
+func (e *env) sentinelGate(t *testing.T, name, issuer, addr, prefix string) *gate {
+	t.Helper()
+	return e.startTestGate(t, gateSpec{
+		name:    name,
+		issuers: []string{e.introspectionIssuer(t, issuer)},
+		extra:   fmt.Sprintf("shared: {sentinel: {master_name: e2e, addresses: [%q]}, key_prefix: %q, timeout: 500ms}\n", addr, prefix),
+	})
+}
+
 // TestSharedSentinel: a replica that finds its store through Redis Sentinel (shared.sentinel)
 // writes to the primary the sentinel names: an introspection result it caches is there, and
 // a second replica configured the same way reuses it (the IdP counts one request).
@@ -339,33 +394,12 @@ func TestSharedSentinel(t *testing.T) {
 	e := e2e(t)
 	dir := t.TempDir()
 	primary := startRedis(t, dir)
-	sentinelAddr, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(sentinelAddr)
-	_, primaryPort, _ := net.SplitHostPort(primary.addr)
-	conf := filepath.Join(dir, "sentinel.conf") // sentinel rewrites it: a file of its own
-	writeFile0600(t, conf, fmt.Sprintf("port %s\nbind 127.0.0.1\nprotected-mode no\ndir %s\nsentinel monitor e2e 127.0.0.1 %s 1\n", port, dir, primaryPort))
-	log := filepath.Join(dir, "sentinel.log")
-	p, err := startProc("redis-sentinel", log, nil, func(line string) bool {
-		return strings.Contains(line, "+monitor master e2e")
-	}, 15*time.Second, primary.bin, conf, "--sentinel")
-	if err != nil {
-		t.Fatalf("redis-server --sentinel: %v\n%s", err, tail(log, 4<<10))
-	}
-	t.Cleanup(p.stop)
+	sentinelAddr, _ := startSentinel(t, dir, primary)
 
 	o := e.startTestIdP(t, "idp-sentinel")
 	const prefix = "e2e-sentinel:"
-	start := func(name string) *gate {
-		return e.startTestGate(t, gateSpec{
-			name:    name,
-			issuers: []string{e.introspectionIssuer(t, o.issuer)},
-			extra:   fmt.Sprintf("shared: {sentinel: {master_name: e2e, addresses: [%q]}, key_prefix: %q, timeout: 500ms}\n", sentinelAddr, prefix),
-		})
-	}
-	a, b := start("saslgate-sentinel-a"), start("saslgate-sentinel-b")
+	a := e.sentinelGate(t, "saslgate-sentinel-a", o.issuer, sentinelAddr, prefix)
+	b := e.sentinelGate(t, "saslgate-sentinel-b", o.issuer, sentinelAddr, prefix)
 	tok := o.mintOpaque(t, "alice")
 	o.resetCounts(t)
 	e.loginOK(t, a, tok)
@@ -381,5 +415,54 @@ func TestSharedSentinel(t *testing.T) {
 		if logHas(g.log, 0, "shared store unavailable") {
 			t.Errorf("%s: the store was unavailable through Sentinel:\n%s", filepath.Base(g.log), tail(g.log, 2<<10))
 		}
+	}
+}
+
+// TestSharedSentinelFailover: the primary fails and Sentinel promotes its replica. saslgate,
+// not restarted, lets clients log in meanwhile (the store fails open) and then writes to the
+// new primary: a token validated after the switch is cached there.
+func TestSharedSentinelFailover(t *testing.T) {
+	e := e2e(t)
+	dir := t.TempDir()
+	primary := startRedis(t, dir)
+	replica := startRedisReplica(t, dir, primary)
+	sentinelAddr, sentinelLog := startSentinel(t, dir, primary, "down-after-milliseconds 500", "failover-timeout 5000")
+	_, replicaPort, _ := net.SplitHostPort(replica.addr)
+	waitLog(t, sentinelLog, "+slave slave 127.0.0.1:"+replicaPort) // the sentinel knows whom to promote
+
+	o := e.startTestIdP(t, "idp-sentinel-failover")
+	const prefix = "e2e-failover:"
+	g := e.sentinelGate(t, "saslgate-sentinel-failover", o.issuer, sentinelAddr, prefix)
+	e.loginOK(t, g, o.mintOpaque(t, "alice"))
+	if keys, err := primary.client(t).Keys(context.Background(), prefix+"val:*").Result(); err != nil || len(keys) != 1 {
+		t.Fatalf("validation entries on the first primary: %q, %v; want one", keys, err)
+	}
+
+	primary.stop()
+	e.loginOK(t, g, o.mintOpaque(t, "alice")) // during the failover
+	waitLog(t, sentinelLog, "+switch-master e2e")
+
+	// A token validated from now on is cached on the replica, now the primary, beside what it
+	// holds from before (replicated). saslgate may take a moment to hear of the switch: each
+	// login is a new token, until one is there.
+	promoted := replica.client(t)
+	before, err := promoted.Keys(context.Background(), prefix+"val:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		e.loginOK(t, g, o.mintOpaque(t, "alice"))
+		keys, err := promoted.Keys(context.Background(), prefix+"val:*").Result()
+		if err == nil && len(keys) > len(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no validation entry on the promoted replica 15s after the switch: %q, %v\n%s", keys, err, tail(g.log, 3<<10))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if role, err := promoted.Do(context.Background(), "ROLE").Slice(); err != nil || len(role) == 0 || role[0] != "master" {
+		t.Errorf("ROLE of the promoted replica = %v, %v; want master", role, err)
 	}
 }
